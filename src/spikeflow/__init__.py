@@ -1,0 +1,14 @@
+"""spikeflow: fast spiking neural networks on PyTorch.
+
+Time-major tensors ``[T, B, *features]`` everywhere; neurons defined once as pure
+step functions (:mod:`spikeflow.neurons`), run over time by one driver
+(:func:`spikeflow.scan`) with fused backends, and composed into networks with
+:mod:`spikeflow.nn`.
+"""
+
+from . import neurons, surrogate
+from .scan import ScanResult, scan
+
+__version__ = "0.1.0"
+
+__all__ = ["ScanResult", "__version__", "neurons", "scan", "surrogate"]

@@ -1,0 +1,182 @@
+"""One time-loop driver for every neuron: :func:`scan`.
+
+``scan(params, x, state)`` runs the neuron that ``params`` belongs to over a
+time-major input ``x`` of shape ``[T, B, *features]`` and returns a :class:`ScanResult`
+``(output, state, trajectory)``. The work is done by a backend from the registry:
+
+- ``"reference"``: a loop over the step function (every neuron, device, dtype).
+- ``"cpu"``: fused C++/OpenMP kernels whose forward and backward each walk the
+  whole sequence once (see :mod:`spikeflow.scan.cpu`).
+
+``backend="auto"`` (the default) picks the fastest backend that supports the call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import torch
+
+from ..neurons._base import model_of
+from . import reference as _reference  # noqa: F401  (registers the reference backend)
+from ._registry import Backend, Capabilities, backend_names, backends_for, register_backend, resolve
+
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "RecurrentState",
+    "ScanResult",
+    "backend_names",
+    "backends_for",
+    "init_state",
+    "register_backend",
+    "scan",
+]
+
+
+class ScanResult(NamedTuple):
+    """What :func:`scan` returns.
+
+    Attributes:
+        output: ``[T, B, *features]``, the neuron output at every step.
+        state: the state after the last step (``RecurrentState`` for recurrent layers).
+        trajectory: with ``record=True``, the state after every step, each field
+            ``[T, B, *features]``; otherwise None.
+    """
+
+    output: torch.Tensor
+    state: Any
+    trajectory: Optional[NamedTuple]
+
+
+class RecurrentState(NamedTuple):
+    """State of a recurrent layer: the neuron state and the last output ``[B, N]``
+    (which drives the recurrent weights at the next step)."""
+
+    neuron: NamedTuple
+    output: torch.Tensor
+
+
+def _check_input(x: Any) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor of shape [T, B, *features], got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(
+            f"input must be time-major with shape [T, B, *features] (at least 2 dims), "
+            f"got shape {tuple(x.shape)}; for a single step use x.unsqueeze(0)"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError(f"input has no time steps: shape {tuple(x.shape)}")
+
+
+def _check_state(state: Any, state_type: type, x: torch.Tensor, what: str = "state") -> None:
+    if not isinstance(state, state_type):
+        raise TypeError(f"{what} must be a {state_type.__name__}, got {type(state).__name__}")
+    shape = x.shape[1:]
+    for name, value in zip(state_type._fields, state):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{what}.{name} must be a tensor, got {type(value).__name__}")
+        if value.shape != shape:
+            raise ValueError(
+                f"{what}.{name} has shape {tuple(value.shape)} but the input's [B, *features] "
+                f"is {tuple(shape)}; pass state=None to start from rest"
+            )
+        if value.dtype != x.dtype:
+            raise TypeError(f"{what}.{name} has dtype {value.dtype} but the input has {x.dtype}")
+        if value.device != x.device:
+            raise ValueError(f"{what}.{name} is on {value.device} but the input is on {x.device}")
+
+
+def _check_params_shape(params: Any, x: torch.Tensor) -> None:
+    for name in getattr(type(params), "NUMERIC", ()):
+        value = getattr(params, name, None)
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            try:
+                torch.broadcast_shapes(value.shape, x.shape[1:])
+            except RuntimeError:
+                raise ValueError(
+                    f"parameter {name} of shape {tuple(value.shape)} does not broadcast to the "
+                    f"input's [B, *features] = {tuple(x.shape[1:])}"
+                ) from None
+            if torch.broadcast_shapes(value.shape, x.shape[1:]) != x.shape[1:]:
+                raise ValueError(
+                    f"parameter {name} of shape {tuple(value.shape)} would grow the input's "
+                    f"[B, *features] = {tuple(x.shape[1:])}"
+                )
+
+
+def init_state(params: Any, shape: torch.Size | tuple, *, dtype=torch.float32, device=None) -> NamedTuple:
+    """The resting state of the neuron ``params`` belongs to, for ``[B, *features] = shape``."""
+    model = model_of(params)
+    return model.init_state(params, torch.Size(shape), dtype, torch.device(device or "cpu"))
+
+
+def scan(
+    params: Any,
+    x: torch.Tensor,
+    state: Optional[NamedTuple] = None,
+    *,
+    backend: str = "auto",
+    recurrent_weight: Optional[torch.Tensor] = None,
+    recurrent_bias: Optional[torch.Tensor] = None,
+    record: bool = False,
+) -> ScanResult:
+    """Run a neuron over time.
+
+    Args:
+        params: a neuron parameter object (``LIFParams``, ``CubaLIFParams``, ...).
+        x: input ``[T, B, *features]`` in membrane units.
+        state: the state before the first step; None starts from rest. For a
+            recurrent layer, a :class:`RecurrentState`.
+        backend: ``"auto"``, ``"reference"``, ``"cpu"``, ... (see module docstring).
+        recurrent_weight: ``[N, N]`` lateral weights (inputs ``[T, B, N]`` only).
+        recurrent_bias: ``[N]`` bias of the recurrent drive, or None.
+        record: also return the state after every step.
+
+    Returns:
+        :class:`ScanResult` ``(output, state, trajectory)``.
+    """
+    model = model_of(params)
+    _check_input(x)
+    _check_params_shape(params, x)
+    recurrent = None
+    if recurrent_weight is not None:
+        if x.dim() != 3:
+            raise ValueError(f"recurrent layers need input [T, B, N], got shape {tuple(x.shape)}")
+        n = x.shape[2]
+        if recurrent_weight.shape != (n, n):
+            raise ValueError(
+                f"recurrent_weight must have shape [{n}, {n}] for {n} neurons, "
+                f"got {tuple(recurrent_weight.shape)}"
+            )
+        if recurrent_bias is not None and recurrent_bias.shape != (n,):
+            raise ValueError(f"recurrent_bias must have shape [{n}], got {tuple(recurrent_bias.shape)}")
+        if state is None:
+            neuron_state = model.init_state(params, x.shape[1:], x.dtype, x.device)
+            previous = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
+        else:
+            if not isinstance(state, RecurrentState):
+                raise TypeError(
+                    f"a recurrent layer's state must be a RecurrentState, got {type(state).__name__}"
+                )
+            neuron_state, previous = state
+            _check_state(neuron_state, model.state_type, x, "state.neuron")
+            if previous.shape != x.shape[1:] or previous.dtype != x.dtype:
+                raise ValueError(
+                    f"state.output must be {tuple(x.shape[1:])} {x.dtype}, got "
+                    f"{tuple(previous.shape)} {previous.dtype}"
+                )
+        recurrent = (recurrent_weight, recurrent_bias, previous)
+        state = neuron_state
+    elif state is None:
+        state = model.init_state(params, x.shape[1:], x.dtype, x.device)
+    else:
+        _check_state(state, model.state_type, x)
+    chosen = resolve(model, backend, params, x, recurrent is not None)
+    values = model.materialize(params, x.dtype, x.device)
+    output, final, trajectory = chosen.run(model, values, x, state, recurrent, record)
+    if recurrent is not None:
+        final = RecurrentState(final, output[-1])
+    return ScanResult(output, final, trajectory)
