@@ -6,9 +6,9 @@ step functions (:mod:`spikeflow.neurons`), run over time by one driver
 :mod:`spikeflow.nn`.
 """
 
-from . import neurons, surrogate
+from . import neurons, nn, surrogate
 from .scan import ScanResult, scan
 
 __version__ = "0.1.0"
 
-__all__ = ["ScanResult", "__version__", "neurons", "scan", "surrogate"]
+__all__ = ["ScanResult", "__version__", "neurons", "nn", "scan", "surrogate"]

@@ -207,5 +207,7 @@ def by_name(name: str, alpha: float | None = None) -> Surrogate:
         raise ValueError(f"unknown surrogate {name!r}; known: {', '.join(sorted(_FACTORIES))}")
     factory = _FACTORIES[key]
     if key == "straight_through":
+        if alpha is not None:
+            raise ValueError("the straight_through surrogate has no alpha; pass alpha=None")
         return factory()
     return factory() if alpha is None else factory(alpha)

@@ -76,8 +76,9 @@ def _as_checked(name: str, value: Any) -> Any:
 
 def _all(value: Any, predicate: Callable[[Any], Any]) -> bool:
     if isinstance(value, torch.Tensor):
-        if value.requires_grad or value.numel() == 0:
-            # Learnable values are kept in range by their parametrization; checking them
+        if value.requires_grad or value.numel() == 0 or value.device.type != "cpu":
+            # Learnable values are kept in range by their parametrization and modules
+            # check their values once at construction; checking an accelerator tensor
             # here would force a device sync on every forward pass.
             return True
         return bool(predicate(value).all())

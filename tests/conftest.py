@@ -1,0 +1,32 @@
+"""Shared test setup: fixed seeds per test, a modest hypothesis profile.
+
+Every fixture here is function-scoped: nothing stateful is shared between tests.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "spikeflow",
+    max_examples=25,
+    deadline=None,
+    database=None,  # no example database written into the source tree
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("spikeflow")
+
+
+@pytest.fixture(autouse=True)
+def _fixed_seeds():
+    """Every test starts from the same random state, whatever ran before it."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
