@@ -1,0 +1,176 @@
+"""The ``spikeflow`` command line: a thin layer over the library.
+
+Every command builds a typed config and calls one public function
+(``spikeflow train`` -> :func:`spikeflow.train.train`), so anything the command line
+does, a test or a script can do directly.
+
+Errors print one line to stderr and exit with status 2 (bad usage: an invalid
+option or config file) or 1 (the run failed: a corrupt checkpoint, a missing
+file); ``spikeflow --debug ...`` (or ``SPIKEFLOW_DEBUG=1``) shows the traceback
+instead. Needs the ``cli`` extra: ``pip install spikeflow[cli]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any, Optional
+
+try:
+    import click
+except ImportError:  # pragma: no cover - depends on the environment
+    sys.stderr.write("spikeflow: the command line needs click; install it with `pip install spikeflow[cli]`\n")
+    raise SystemExit(1) from None
+
+from . import __version__
+from .train import PRESETS as _PRESETS
+from .train import TrainConfig as _TrainConfig
+from .train import config as _config
+
+__all__ = ["main"]
+
+# Errors whose message is written for users: shown as is. Anything else is
+# unexpected and is shown with its type and a pointer to --debug.
+_EXPECTED = (ValueError, TypeError, FileNotFoundError, PermissionError, ImportError, OSError)
+
+
+class _UsageProblem(click.UsageError):
+    """An invalid configuration (exit status 2)."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+class _Group(click.Group):
+    """A group that turns exceptions into one-line errors unless ``--debug`` is set."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:
+            if ctx.params.get("debug"):
+                raise
+            from .train import CheckpointError
+
+            if isinstance(error, (CheckpointError,) + _EXPECTED):
+                raise click.ClickException(_one_line(error)) from None
+            raise click.ClickException(
+                f"{type(error).__name__}: {_one_line(error)} (run `spikeflow --debug ...` for the traceback)"
+            ) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--debug", is_flag=True, envvar="SPIKEFLOW_DEBUG", help="Show full tracebacks instead of one-line errors."
+)
+@click.version_option(__version__, prog_name="spikeflow")
+def main(debug: bool) -> None:
+    """spikeflow: fast spiking neural networks on PyTorch.
+
+    Run `spikeflow train` to train the default preset (a spiking MLP on the 8x8
+    digits that ship with scikit-learn) with a progress bar and checkpoints.
+    """
+
+
+_DEFAULTS = _TrainConfig()
+
+
+def _help(text: str, name: str) -> str:
+    """``text`` and the TrainConfig default of ``name`` (one source of truth for --help)."""
+    value = getattr(_DEFAULTS, name)
+    shown = "the preset's choice" if value is None else str(value)
+    return f"{text}  [default: {shown}]".strip()
+
+
+@main.command("train")
+@click.option("--preset", type=click.Choice(sorted(_PRESETS)), help=_help("Model and data set.", "preset"))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A .json or .toml file of TrainConfig fields; options given here override it.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), help=_help("Epochs in total.", "epochs"))
+@click.option("--batch-size", type=click.IntRange(min=1), help=_help("Mini-batch size.", "batch_size"))
+@click.option(
+    "--lr", type=click.FloatRange(min=0, min_open=True), help=_help("Learning rate.", "lr")
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(_config.OPTIMIZERS),
+    help=_help("Optimizer (sgd: momentum 0.9).", "optimizer"),
+)
+@click.option(
+    "--steps", "-T", type=click.IntRange(min=1), help=_help("Time steps T per input.", "steps")
+)
+@click.option("--hidden", type=click.IntRange(min=1), help=_help("Hidden layer width.", "hidden"))
+@click.option(
+    "--encoding", type=click.Choice(_config.ENCODINGS), help=_help("Input encoding.", "encoding")
+)
+@click.option(
+    "--readout",
+    type=click.Choice(_config.READOUTS),
+    help=_help("Logits from the output layer: LI membrane max/mean/last/sum, or LIF spike count.", "readout"),
+)
+@click.option("--surrogate", help=_help("Surrogate gradient name.", "surrogate"))
+@click.option(
+    "--surrogate-alpha",
+    type=click.FloatRange(min=0, min_open=True),
+    help=_help("Surrogate sharpness.", "surrogate_alpha"),
+)
+@click.option("--seed", type=click.IntRange(min=0), help=_help("Random seed.", "seed"))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help=_help("Directory for last.pt and best.pt.", "out"),
+)
+@click.option("--device", help=_help("Torch device (cpu, cuda, cuda:1, ...).", "device"))
+@click.option("--backend", help=_help("Scan backend of the neuron layers.", "backend"))
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    help=_help("Torch threads during the run (0: torch's default).", "threads"),
+)
+@click.option("--resume", is_flag=True, default=None, help="Continue from OUT/last.pt.")
+@click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar.")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON summary of the run to this file."
+)
+def train_command(config_file: Optional[str], json_path: Optional[str], **options: Any) -> None:
+    """Train a spiking network (default: the digits-mlp preset on the 8x8 digits).
+
+    Shows a progress bar per epoch with loss, accuracy and mean firing rate,
+    evaluates on the test split after every epoch, writes checkpoints atomically
+    under --out, and prints the final test accuracy.
+    """
+    from .train import load_config, train
+    from .train.checkpoint import atomic_write_bytes
+
+    try:
+        base = load_config(config_file) if config_file else _TrainConfig()
+        changes = {name: value for name, value in options.items() if value is not None}
+        config = dataclasses.replace(base, **changes)
+    except (ValueError, TypeError) as error:
+        raise _UsageProblem(_one_line(error)) from None
+
+    summary = train(config)
+
+    click.echo(
+        f"test accuracy {summary['test_accuracy']:.2%} after {summary['epochs']} epochs "
+        f"(best {summary['best_test_accuracy']:.2%} at epoch {summary['best_epoch']}), "
+        f"mean firing rate {summary['mean_firing_rate']:.3f}, {summary['train_time_s']:.1f} s"
+    )
+    click.echo(f"checkpoints: {summary['checkpoints']['last']}, {summary['checkpoints']['best']}")
+    if json_path:
+        text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+        atomic_write_bytes(json_path, text.encode("utf-8"))
+        click.echo(f"summary: {json_path}")
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m spikeflow.cli`
+    main()

@@ -1,0 +1,35 @@
+"""Training: a typed config, presets, one loop with atomic, resumable checkpoints.
+
+::
+
+    from spikeflow.train import TrainConfig, train
+
+    summary = train(TrainConfig(epochs=30, out="runs/digits-mlp"))
+    summary["test_accuracy"]
+
+``spikeflow train`` (:mod:`spikeflow.cli`) is a thin layer over :func:`train`.
+"""
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import ENCODINGS, OPTIMIZERS, READOUTS, TrainConfig, load_config
+from .models import PRESETS, Preset, build_model, get_preset
+from .trainer import evaluate, make_optimizer, seed_everything, train
+
+__all__ = [
+    "ENCODINGS",
+    "OPTIMIZERS",
+    "PRESETS",
+    "READOUTS",
+    "CheckpointError",
+    "Preset",
+    "TrainConfig",
+    "build_model",
+    "evaluate",
+    "get_preset",
+    "load_checkpoint",
+    "load_config",
+    "make_optimizer",
+    "save_checkpoint",
+    "seed_everything",
+    "train",
+]

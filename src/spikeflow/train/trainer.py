@@ -1,0 +1,374 @@
+"""The training loop: :func:`train` (what ``spikeflow train`` runs) and :func:`evaluate`.
+
+One epoch shuffles the training split with the run's own generator, encodes each
+mini-batch into ``[T, B, *features]`` (:mod:`spikeflow.encode`), runs the model,
+takes the loss of the readout (:mod:`spikeflow.loss`) and steps the optimizer; then
+the test split is evaluated, and ``last.pt`` (and ``best.pt`` when the test
+accuracy improved) are written atomically (:mod:`.checkpoint`). Given the seed the
+run is deterministic, and a resumed run continues exactly where the checkpoint
+stopped: N epochs in one go and N - k epochs after a resume give the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from .. import encode as _encode
+from .. import loss as _loss
+from .checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .config import RESUMABLE_CHANGES, TrainConfig
+from .models import get_preset
+
+__all__ = ["evaluate", "make_optimizer", "seed_everything", "train"]
+
+LAST = "last.pt"
+BEST = "best.pt"
+_EVAL_BATCH = 1024
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def make_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
+    """The optimizer ``config.optimizer`` with ``config.lr`` and ``config.weight_decay``."""
+    params = list(parameters)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def _encode_batch(config: TrainConfig, x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """``x [B, *features]`` (on the CPU) -> ``[T, B, *features]``."""
+    if config.encoding == "direct":
+        return _encode.direct(x, config.steps)
+    if config.encoding == "rate":
+        return _encode.rate(x, config.steps, generator=generator)
+    return _encode.latency(x, config.steps)
+
+
+def _logits(config: TrainConfig, output: torch.Tensor) -> torch.Tensor:
+    if config.readout == "count":
+        return output.sum(dim=0)
+    return _loss.reduce_time(output, config.readout)
+
+
+def _loss_of(config: TrainConfig, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if config.readout == "count":
+        return _loss.spike_count_cross_entropy(output, target)
+    return _loss.membrane_cross_entropy(output, target, reduce=config.readout)
+
+
+class _FiringRates:
+    """Counts the spikes of every spiking neuron layer through forward hooks.
+
+    The rate is the fraction of (neuron, step, sample) entries with a non-zero
+    output, over all spiking layers (non-spiking ``LI`` readouts excluded).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        from ..nn import LI, Neuron
+
+        self.handles = [
+            module.register_forward_hook(self._hook)
+            for module in model.modules()
+            if isinstance(module, Neuron) and not isinstance(module, LI)
+        ]
+        self.reset()
+
+    def reset(self) -> None:
+        self.spikes: Any = 0
+        self.total = 0
+
+    def _hook(self, module, args, output) -> None:
+        out = output[0] if isinstance(output, tuple) else output
+        self.spikes = self.spikes + (out.detach() != 0).sum()
+        self.total += out.numel()
+
+    @property
+    def rate(self) -> float:
+        return float(self.spikes) / self.total if self.total else 0.0
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainConfig,
+    *,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Loss, accuracy and mean firing rate of ``model`` on ``(x [N, ...], y [N])``.
+
+    Rate encoding draws from a generator seeded with ``config.seed + 1``, so an
+    evaluation is deterministic and leaves every random state untouched.
+    """
+    was_training = model.training
+    model.eval()
+    rates = _FiringRates(model)
+    generator = torch.Generator().manual_seed(config.seed + 1) if config.encoding == "rate" else None
+    total_loss, correct = 0.0, 0
+    try:
+        for start in range(0, len(x), _EVAL_BATCH):
+            xb = x[start : start + _EVAL_BATCH]
+            yb = y[start : start + _EVAL_BATCH].to(device)
+            output, _ = model(_encode_batch(config, xb, generator).to(device))  # [T, B, C]
+            total_loss += _loss_of(config, output, yb).item() * len(yb)
+            correct += int((_logits(config, output).argmax(dim=1) == yb).sum())
+    finally:
+        rates.close()
+        model.train(was_training)
+    n = max(len(x), 1)
+    return {"loss": total_loss / n, "accuracy": correct / n, "firing_rate": rates.rate}
+
+
+def _progress(total: int, desc: str, disable: bool):
+    """A tqdm bar, or a stand-in without tqdm (the ``cli`` extra)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in the cli extra
+        tqdm = None
+    if tqdm is not None:
+        return tqdm(total=total, desc=desc, disable=disable, leave=True, dynamic_ncols=True, unit="batch")
+    return _NoBar(desc, disable)
+
+
+class _NoBar:  # pragma: no cover - used only without tqdm
+    def __init__(self, desc: str, disable: bool) -> None:
+        self.desc, self.disable, self.postfix = desc, disable, {}
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, values=None, refresh: bool = True, **kwargs) -> None:
+        self.postfix = dict(values or {}, **kwargs)
+
+    def close(self) -> None:
+        if not self.disable:
+            items = ", ".join(f"{k}={v}" for k, v in self.postfix.items())
+            print(f"{self.desc}: {items}", file=sys.stderr)
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    try:
+        # The fields a resume may change are taken from the new config (a backend that
+        # existed when the checkpoint was written need not exist now).
+        saved = {**saved, **{name: getattr(config, name) for name in RESUMABLE_CHANGES}}
+        saved_config = TrainConfig.from_dict(saved)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path} holds an invalid config: {error}") from None
+    changed = [
+        f"{name}={getattr(config, name)!r} (checkpoint: {getattr(saved_config, name)!r})"
+        for name in TrainConfig.__dataclass_fields__
+        if name not in RESUMABLE_CHANGES and getattr(config, name) != getattr(saved_config, name)
+    ]
+    if changed:
+        raise ValueError(
+            f"cannot resume from {path}: the run was started with different settings: "
+            f"{'; '.join(changed)}. Use the original settings, or start a new run in another --out"
+        )
+
+
+def _payload(config, model, optimizer, epoch, best_accuracy, best_epoch, history, generator) -> dict:
+    return {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "best_accuracy": float(best_accuracy),
+        "best_epoch": int(best_epoch),
+        "config": config.to_dict(),
+        "rng": capture_rng_state(generator),
+        "history": list(history),
+    }
+
+
+def train(config: TrainConfig | None = None, *, on_epoch: Optional[Callable[[dict], None]] = None) -> dict[str, Any]:
+    """Train ``config.preset`` and return a summary.
+
+    Args:
+        config: the run's :class:`TrainConfig` (None: the defaults).
+        on_epoch: called after every epoch with that epoch's metrics.
+
+    Returns:
+        A dict of plain values: ``preset``, ``seed``, ``epochs`` (completed),
+        ``test_accuracy`` (after the last epoch), ``best_test_accuracy``,
+        ``best_epoch``, ``train_accuracy`` and ``train_loss`` (last epoch),
+        ``mean_firing_rate`` (spiking layers, on the test split after the last
+        epoch), ``train_time_s`` (wall time of this call), ``resumed_from_epoch``,
+        ``checkpoints`` (paths), ``config`` and ``history`` (per-epoch metrics).
+
+    Raises:
+        FileNotFoundError: ``resume`` is set but there is no ``last.pt`` in ``out``.
+        CheckpointError: the checkpoint to resume from is corrupt or truncated.
+        ValueError: an invalid setting, or a resume with different settings.
+    """
+    started = time.perf_counter()
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train() takes a TrainConfig, got {type(config).__name__}")
+    preset = get_preset(config.preset)
+    device = _device(config.device)
+    threads = preset.threads if config.threads is None else config.threads
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _train(config, preset, device, started, on_epoch)
+    finally:
+        if threads:
+            torch.set_num_threads(previous_threads)
+
+
+def _train(
+    config: TrainConfig, preset, device: torch.device, started: float, on_epoch: Optional[Callable[[dict], None]]
+) -> dict[str, Any]:
+    out_dir = config.out_dir
+    last_path, best_path = out_dir / LAST, out_dir / BEST
+
+    checkpoint = None
+    if config.resume:
+        if not last_path.exists():
+            raise FileNotFoundError(
+                f"nothing to resume: {last_path} does not exist; run without --resume to start training"
+            )
+        checkpoint = load_checkpoint(last_path)
+        _check_resumable(checkpoint["config"], config, last_path)
+
+    seed_everything(config.seed)
+    x_train, y_train, x_test, y_test = preset.load_data()
+    model = preset.build(config).to(device)
+    optimizer = make_optimizer(config, model.parameters())
+    generator = torch.Generator().manual_seed(config.seed)  # shuffling and rate encoding (CPU)
+
+    start_epoch, best_accuracy, best_epoch, history = 0, -1.0, 0, []
+    if checkpoint is not None:
+        try:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            restore_rng_state(checkpoint["rng"], generator)
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
+            raise CheckpointError(f"checkpoint {last_path} does not fit this model: {error}") from error
+        start_epoch = int(checkpoint["epoch"])
+        best_accuracy = float(checkpoint["best_accuracy"])
+        best_epoch = int(checkpoint.get("best_epoch", 0))
+        history = list(checkpoint.get("history", []))
+
+    n_train = len(x_train)
+    n_batches = math.ceil(n_train / config.batch_size)
+    rates = _FiringRates(model)
+    record = history[-1] if history else None  # the metrics of the last epoch
+    train_metrics: dict[str, float] = {}
+    try:
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            epoch_started = time.perf_counter()
+            model.train()
+            rates.reset()
+            order = torch.randperm(n_train, generator=generator)
+            total_loss, correct, seen = 0.0, 0, 0
+            bar = _progress(n_batches, f"epoch {epoch}/{config.epochs}", config.quiet)
+            try:
+                for start in range(0, n_train, config.batch_size):
+                    index = order[start : start + config.batch_size]
+                    xb = _encode_batch(config, x_train[index], generator).to(device)  # [T, B, ...]
+                    yb = y_train[index].to(device)
+                    output, _ = model(xb)  # [T, B, C]
+                    batch_loss = _loss_of(config, output, yb)
+                    optimizer.zero_grad(set_to_none=True)
+                    batch_loss.backward()
+                    optimizer.step()
+                    total_loss += batch_loss.item() * len(index)
+                    correct += int((_logits(config, output.detach()).argmax(dim=1) == yb).sum())
+                    seen += len(index)
+                    bar.update(1)
+                    bar.set_postfix(
+                        loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}", rate=f"{rates.rate:.3f}",
+                        refresh=False,
+                    )
+                train_metrics = {
+                    "train_loss": total_loss / seen,
+                    "train_accuracy": correct / seen,
+                    "firing_rate": rates.rate,
+                }
+                result = evaluate(model, x_test, y_test, config, device=device)
+                bar.set_postfix(
+                    loss=f"{train_metrics['train_loss']:.4f}", acc=f"{train_metrics['train_accuracy']:.3f}",
+                    rate=f"{train_metrics['firing_rate']:.3f}", test=f"{result['accuracy']:.3f}",
+                )
+            finally:
+                bar.close()
+            record = {
+                "epoch": epoch,
+                **train_metrics,
+                "test_loss": result["loss"],
+                "test_accuracy": result["accuracy"],
+                "test_firing_rate": result["firing_rate"],
+                "time_s": time.perf_counter() - epoch_started,
+            }
+            history.append(record)
+            improved = result["accuracy"] > best_accuracy
+            if improved:
+                best_accuracy, best_epoch = result["accuracy"], epoch
+            payload = _payload(config, model, optimizer, epoch, best_accuracy, best_epoch, history, generator)
+            if improved:
+                save_checkpoint(best_path, payload)
+            save_checkpoint(last_path, payload)
+            if on_epoch is not None:
+                on_epoch(dict(record))
+    finally:
+        rates.close()
+
+    if record is None:  # pragma: no cover - epochs >= 1 and a checkpoint holds >= 1 epoch
+        raise AssertionError("no epoch was trained or recorded")
+    return {
+        "preset": config.preset,
+        "seed": config.seed,
+        "epochs": int(record["epoch"]),
+        "test_accuracy": float(record["test_accuracy"]),
+        "best_test_accuracy": float(best_accuracy),
+        "best_epoch": int(best_epoch),
+        "train_accuracy": float(record["train_accuracy"]),
+        "train_loss": float(record["train_loss"]),
+        "test_loss": float(record["test_loss"]),
+        "mean_firing_rate": float(record["test_firing_rate"]),
+        "train_time_s": time.perf_counter() - started,
+        "resumed_from_epoch": start_epoch if checkpoint is not None else None,
+        "device": str(device),
+        "checkpoints": {"last": os.fspath(last_path), "best": os.fspath(best_path)},
+        "config": config.to_dict(),
+        "history": history,
+    }
