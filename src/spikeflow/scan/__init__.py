@@ -19,6 +19,7 @@ import torch
 
 from ..neurons._base import model_of
 from . import reference as _reference  # noqa: F401  (registers the reference backend)
+from . import cpu as _cpu  # noqa: F401
 from ._registry import Backend, Capabilities, backend_names, backends_for, register_backend, resolve
 
 __all__ = [
@@ -71,22 +72,27 @@ def _check_input(x: Any) -> None:
         raise ValueError(f"input has no time steps: shape {tuple(x.shape)}")
 
 
+def _check_tensor_like(value: Any, x: torch.Tensor, what: str) -> None:
+    """A state tensor must match one step of the input: shape, dtype and device."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{what} must be a tensor, got {type(value).__name__}")
+    shape = x.shape[1:]
+    if value.shape != shape:
+        raise ValueError(
+            f"{what} has shape {tuple(value.shape)} but the input's [B, *features] "
+            f"is {tuple(shape)}; pass state=None to start from rest"
+        )
+    if value.dtype != x.dtype:
+        raise TypeError(f"{what} has dtype {value.dtype} but the input has {x.dtype}")
+    if value.device != x.device:
+        raise ValueError(f"{what} is on {value.device} but the input is on {x.device}")
+
+
 def _check_state(state: Any, state_type: type, x: torch.Tensor, what: str = "state") -> None:
     if not isinstance(state, state_type):
         raise TypeError(f"{what} must be a {state_type.__name__}, got {type(state).__name__}")
-    shape = x.shape[1:]
     for name, value in zip(state_type._fields, state):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{what}.{name} must be a tensor, got {type(value).__name__}")
-        if value.shape != shape:
-            raise ValueError(
-                f"{what}.{name} has shape {tuple(value.shape)} but the input's [B, *features] "
-                f"is {tuple(shape)}; pass state=None to start from rest"
-            )
-        if value.dtype != x.dtype:
-            raise TypeError(f"{what}.{name} has dtype {value.dtype} but the input has {x.dtype}")
-        if value.device != x.device:
-            raise ValueError(f"{what}.{name} is on {value.device} but the input is on {x.device}")
+        _check_tensor_like(value, x, f"{what}.{name}")
 
 
 def _check_params_shape(params: Any, x: torch.Tensor) -> None:
@@ -163,11 +169,7 @@ def scan(
                 )
             neuron_state, previous = state
             _check_state(neuron_state, model.state_type, x, "state.neuron")
-            if previous.shape != x.shape[1:] or previous.dtype != x.dtype:
-                raise ValueError(
-                    f"state.output must be {tuple(x.shape[1:])} {x.dtype}, got "
-                    f"{tuple(previous.shape)} {previous.dtype}"
-                )
+            _check_tensor_like(previous, x, "state.output")
         recurrent = (recurrent_weight, recurrent_bias, previous)
         state = neuron_state
     elif state is None:

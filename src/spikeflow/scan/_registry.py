@@ -102,27 +102,30 @@ def backend_names() -> list[str]:
 _warned: set[tuple[str, str]] = set()
 
 
+def _warn_unavailable(model: NeuronModel, backend: Backend, reason: str) -> None:
+    key = (model.name, backend.name)
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(
+            f"spikeflow: the {backend.name!r} backend would run {model.name} but is unavailable "
+            f"here ({reason}); backend='auto' uses the next one. Pass backend='reference' to "
+            f"silence this warning.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
 def resolve(model: NeuronModel, name: str, params: Any, x: torch.Tensor, recurrent: bool) -> Backend:
     """Pick the backend that runs this call (see the module docstring)."""
     candidates = backends_for(model)
     if name == "auto":
-        skipped = []
         for backend in candidates:
             reason = backend.why_not(params, x, recurrent)
             if reason is None:
-                if skipped and backend.name == "reference":
-                    key = (model.name, skipped[0][0])
-                    if key not in _warned and skipped[0][2]:
-                        _warned.add(key)
-                        warnings.warn(
-                            f"spikeflow: backend {skipped[0][0]!r} is unavailable for {model.name} "
-                            f"({skipped[0][1]}); using the slower 'reference' backend",
-                            RuntimeWarning,
-                            stacklevel=4,
-                        )
                 return backend
-            is_unavailable = backend.caps.available is not None and backend.caps.available() is not None
-            skipped.append((backend.name, reason, is_unavailable))
+            available = backend.caps.available
+            if available is not None and available() == reason:
+                _warn_unavailable(model, backend, reason)
         raise AssertionError("the reference backend supports every call")  # pragma: no cover
     for backend in candidates:
         if backend.name == name:

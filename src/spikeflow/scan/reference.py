@@ -39,15 +39,17 @@ def run_reference(
     outputs = []
     trajectory = []
     previous = recurrent[2] if recurrent is not None else None
-    for t in range(x.shape[0]):
+    # unbind, not x[t]: indexing would make every step's backward allocate and add a
+    # full [T, ...] gradient (quadratic in T); unbind's backward stacks once.
+    for x_t in x.unbind(0):
         if recurrent is None:
-            out, state = model.step(params, state, x[t])
+            out, state = model.step(params, state, x_t)
         else:
             drive = F.linear(previous, recurrent[0], recurrent[1])
             if model.takes_recurrent:
-                out, state = model.step(params, state, x[t], recurrent=drive)
+                out, state = model.step(params, state, x_t, recurrent=drive)
             else:
-                out, state = model.step(params, state, x[t] + drive)
+                out, state = model.step(params, state, x_t + drive)
             previous = out
         outputs.append(out)
         if record:
