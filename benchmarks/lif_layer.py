@@ -8,8 +8,8 @@ surrogate with slope 10 where the library lets us choose, ``x = rand * 0.5``.
 
 Modes:
   forward            spikes = layer(x) under torch.no_grad()
-  forward_backward   x.requires_grad; loss = (spikes * g).sum() with a fixed random
-                     upstream gradient g; loss.backward()
+  forward_backward   x.requires_grad; spikes.backward(g) with a fixed random
+                     upstream gradient g
 
 Run from the peers venv so every library is measured in the same run::
 
@@ -404,7 +404,7 @@ def make_inputs(size, seed: int):
 
 def forward_backward(impl: Impl, x_leaf: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     spikes = impl.run(x_leaf)
-    (spikes * g).sum().backward()
+    spikes.backward(g)  # the layer's own backward, with upstream gradient g
     return spikes
 
 
@@ -825,7 +825,7 @@ def main(argv=None) -> dict:
             "input": f"torch.rand(T, B, N) * {INPUT_SCALE:g}, float32, time-major [T, B, N], CPU",
             "modes": {
                 "forward": "spikes = layer(x) under torch.no_grad()",
-                "forward_backward": "x.requires_grad_(); loss = (spikes * g).sum(), g = torch.randn(T, B, N) fixed; loss.backward()",
+                "forward_backward": "x.requires_grad_(); spikes.backward(g), g = torch.randn(T, B, N) fixed",
             },
             "sizes": ["x".join(map(str, s)) for s in args.sizes],
             "repeats": args.repeats,
