@@ -124,11 +124,11 @@ def adapter_spikeflow(backend: str) -> Impl:
         # case spikeflow.scan does not (yet). A missing module is not an error here:
         # the probe below reports "unknown backend" with the list of known ones.
         try:
-            __import__(f"spikeflow.scan.{backend}")
+            __import__(f"spikeflow.backends.{backend}")
         except ModuleNotFoundError as exc:
-            notes.append(f"module spikeflow.scan.{backend} not found ({exc})")
+            notes.append(f"module spikeflow.backends.{backend} not found ({exc})")
         except Exception as exc:  # noqa: BLE001
-            notes.append(f"importing spikeflow.scan.{backend} failed: {type(exc).__name__}: {exc}")
+            notes.append(f"importing spikeflow.backends.{backend} failed: {type(exc).__name__}: {exc}")
     params = LIFParams(beta=BETA, threshold=THRESHOLD, reset="subtract", detach_reset=False, surrogate=superspike(SLOPE))
     try:
         # Availability probe (also triggers any one-time build/JIT outside the timing).

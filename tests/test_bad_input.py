@@ -18,7 +18,7 @@ from spikeflow.neurons import (
     LIParams,
     decay_from_tau,
 )
-from spikeflow.scan import RecurrentState, scan
+from spikeflow import RecurrentState, scan
 
 NAN = float("nan")
 

@@ -20,7 +20,7 @@ import torch
 import spikeflow
 from spikeflow import surrogate as sg
 from spikeflow.neurons import ASNParams, CubaLIFParams, CubaLIFState, GradedLIFParams, LIFParams, LIParams
-from spikeflow.scan import _registry, cpu
+from spikeflow.backends import _registry, cpu
 
 ALL_PARAMS = {
     "lif": LIFParams(surrogate=sg.atan()),
@@ -272,7 +272,7 @@ def test_another_process_reuses_the_cache():
     """A new process with the same cache directory loads the built library as is."""
     if cpu.available() is not None:
         pytest.skip(f"the cpu backend is unavailable here: {cpu.available()}")
-    code = "from spikeflow.scan import cpu; l = cpu._load(); print(l.error, l.compiled, l.path)"
+    code = "from spikeflow.backends import cpu; l = cpu._load(); print(l.error, l.compiled, l.path)"
     env = dict(os.environ, SPIKEFLOW_CACHE_DIR=str(cpu.library_path().parent))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -1,6 +1,6 @@
 """Every fast backend equals the reference: the shared equivalence suite.
 
-Written over ``spikeflow.scan.backends_for(model)``: each backend registered for a
+Written over ``spikeflow.backends.backends_for(model)``: each backend registered for a
 neuron other than ``"reference"`` (the fused ``"cpu"`` kernels today, later GPU
 kernels) is checked against the reference loop over the step function on
 
@@ -42,7 +42,8 @@ from spikeflow.neurons import (
     LIParams,
     model_of,
 )
-from spikeflow.scan import backends_for, init_state
+from spikeflow import init_state
+from spikeflow.backends import backends_for
 
 # ---------------------------------------------------------------------------
 # What is compared

@@ -26,7 +26,8 @@ from spikeflow.neurons import (
     if_params,
     model_of,
 )
-from spikeflow.scan import RecurrentState, backends_for, scan
+from spikeflow import RecurrentState, scan
+from spikeflow.backends import backends_for
 
 F64 = torch.float64
 LN2 = math.log(2.0)

@@ -22,7 +22,8 @@ from spikeflow.neurons import (
     LIParams,
     Reset,
 )
-from spikeflow.scan import RecurrentState, ScanResult, backend_names, scan
+from spikeflow import RecurrentState, ScanResult, scan
+from spikeflow.backends import backend_names
 
 F64 = torch.float64
 

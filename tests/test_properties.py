@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spikeflow import nn as snn
-from spikeflow.scan import RecurrentState
+from spikeflow import RecurrentState
 
 F64 = torch.float64
 

@@ -6,9 +6,19 @@ step functions (:mod:`spikeflow.neurons`), run over time by one driver
 :mod:`spikeflow.nn`.
 """
 
-from . import neurons, nn, surrogate
-from .scan import ScanResult, scan
+from . import backends, neurons, nn, surrogate
+from ._scan import RecurrentState, ScanResult, init_state, scan
 
 __version__ = "0.1.0"
 
-__all__ = ["ScanResult", "__version__", "neurons", "nn", "scan", "surrogate"]
+__all__ = [
+    "RecurrentState",
+    "ScanResult",
+    "__version__",
+    "backends",
+    "init_state",
+    "neurons",
+    "nn",
+    "scan",
+    "surrogate",
+]

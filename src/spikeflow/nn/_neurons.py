@@ -2,7 +2,7 @@
 
 Each module holds its parameters (learnable or fixed, see :mod:`._parametrize`),
 builds the neuron's parameter dataclass from their current values on every call and
-runs :func:`spikeflow.scan.scan`. There is no hidden state: ::
+runs :func:`spikeflow.scan`. There is no hidden state: ::
 
     out, state = lif(x)                 # x: [T, B, *features], from rest
     out, state = lif(x_next, state)     # continue where the last call stopped
@@ -29,7 +29,8 @@ from ..neurons import (
     Reset,
     decay_from_tau,
 )
-from ..scan import RecurrentState, ScanResult, backend_names, init_state, scan
+from .._scan import RecurrentState, ScanResult, init_state, scan
+from ..backends import backend_names
 from ._parametrize import add_value, as_shape, describe, is_learnable, read_value
 
 __all__ = ["ASN", "CubaLIF", "GradedLIF", "IF", "LI", "LIF", "Neuron"]
@@ -142,7 +143,7 @@ class Neuron(torch.nn.Module):
 
         Returns:
             ``(output [T, B, *features], final state)``; with ``recurrent`` the state is a
-            :class:`~spikeflow.scan.RecurrentState`.
+            :class:`~spikeflow.RecurrentState`.
         """
         result = self._scan(x, state, record=False)
         return result.output, result.state
@@ -151,7 +152,7 @@ class Neuron(torch.nn.Module):
         """Like :meth:`forward`, also recording the state after every step.
 
         Returns:
-            :class:`~spikeflow.scan.ScanResult` ``(output, state, trajectory)``, each
+            :class:`~spikeflow.ScanResult` ``(output, state, trajectory)``, each
             trajectory field ``[T, B, *features]`` (the neuron state; for a recurrent
             layer ``trajectory[-1]`` equals ``state.neuron``).
         """

@@ -144,7 +144,7 @@ class TrainConfig:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         from .. import surrogate as _sg  # validates the name with the surrogate module's message
-        from ..scan import backend_names
+        from ..backends import backend_names
 
         _sg.by_name(self.surrogate, self.surrogate_alpha)
         if self.backend not in backend_names():

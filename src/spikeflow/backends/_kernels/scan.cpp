@@ -117,7 +117,7 @@ struct NoSurrogate {  // neurons without a spike nonlinearity
   inline S operator()(S) const { return S(0); }
 };
 
-// Configuration layout shared with spikeflow/scan/cpu.py (_config).
+// Configuration layout shared with spikeflow/backends/cpu.py (_config).
 enum Cfg {
   CFG_KIND = 0,      // SurrogateKind value
   CFG_ALPHA = 1,     // surrogate alpha

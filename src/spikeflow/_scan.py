@@ -1,4 +1,4 @@
-"""One time-loop driver for every neuron: :func:`scan`.
+"""One time-loop driver for every neuron: :func:`scan` (``spikeflow.scan``).
 
 ``scan(params, x, state)`` runs the neuron that ``params`` belongs to over a
 time-major input ``x`` of shape ``[T, B, *features]`` and returns a :class:`ScanResult`
@@ -6,7 +6,7 @@ time-major input ``x`` of shape ``[T, B, *features]`` and returns a :class:`Scan
 
 - ``"reference"``: a loop over the step function (every neuron, device, dtype).
 - ``"cpu"``: fused C++/OpenMP kernels whose forward and backward each walk the
-  whole sequence once (see :mod:`spikeflow.scan.cpu`).
+  whole sequence once (see :mod:`spikeflow.backends.cpu`).
 
 ``backend="auto"`` (the default) picks the fastest backend that supports the call.
 """
@@ -17,22 +17,10 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
-from ..neurons._base import model_of
-from . import reference as _reference  # noqa: F401  (registers the reference backend)
-from . import cpu as _cpu  # noqa: F401
-from ._registry import Backend, Capabilities, backend_names, backends_for, register_backend, resolve
+from .backends import resolve
+from .neurons._base import model_of
 
-__all__ = [
-    "Backend",
-    "Capabilities",
-    "RecurrentState",
-    "ScanResult",
-    "backend_names",
-    "backends_for",
-    "init_state",
-    "register_backend",
-    "scan",
-]
+__all__ = ["RecurrentState", "ScanResult", "init_state", "scan"]
 
 
 class ScanResult(NamedTuple):
