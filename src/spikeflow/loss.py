@@ -17,10 +17,11 @@ was expected.
 
 from __future__ import annotations
 
-import enum
 from typing import Optional
 
 import torch
+
+from ._choice import Choice
 import torch.nn.functional as F
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 
-class TimeReduce(enum.Enum):
+class TimeReduce(Choice):
     """How a membrane trace ``v [T, B, C]`` becomes logits ``[B, C]``."""
 
     MAX = "max"  # max_t v[t]
@@ -41,15 +42,8 @@ class TimeReduce(enum.Enum):
     SUM = "sum"  # sum_t v[t]
 
     @classmethod
-    def parse(cls, value: "TimeReduce | str") -> "TimeReduce":
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            raise ValueError(
-                f"unknown time reduction {value!r}; expected one of {[r.value for r in cls]}"
-            ) from None
+    def _what(cls) -> str:
+        return "time reduction"
 
 
 def _check_output(x: object, name: str) -> torch.Tensor:

@@ -8,19 +8,20 @@ step function is the reference semantics; every backend is tested against it.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Union
 
 import torch
 
+from .._choice import Choice
+
 Number = Union[float, int]
 Scalar = Union[float, torch.Tensor]
 """A numeric parameter: a Python number, or a tensor broadcastable to the feature shape."""
 
 
-class Reset(enum.Enum):
+class Reset(Choice):
     """What happens to the membrane after a spike.
 
     - ``SUBTRACT``: ``v <- v - threshold`` (keeps the excess; best for rate coding).
@@ -33,15 +34,8 @@ class Reset(enum.Enum):
     NONE = "none"
 
     @classmethod
-    def parse(cls, value: "Reset | str") -> "Reset":
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            raise ValueError(
-                f"unknown reset {value!r}; expected one of {[r.value for r in cls]}"
-            ) from None
+    def _what(cls) -> str:
+        return "reset"
 
 
 def decay_from_tau(tau: Scalar, dt: float = 1.0) -> Scalar:

@@ -24,12 +24,13 @@ surrogate derivative (for training through the ASN) is evaluated at
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
 import torch
+
+from .._choice import Choice
 
 from .. import surrogate as _sg
 from ._base import (
@@ -44,7 +45,7 @@ from ._base import (
 __all__ = ["ASNInput", "ASNParams", "ASNState", "asn_step"]
 
 
-class ASNInput(enum.Enum):
+class ASNInput(Choice):
     """How the input enters the membrane filter: a spike train (filtered by
     ``d_beta``) or an analog current (used as is, for a first layer fed pixels)."""
 
@@ -52,15 +53,8 @@ class ASNInput(enum.Enum):
     CURRENT = "current"
 
     @classmethod
-    def parse(cls, value: "ASNInput | str") -> "ASNInput":
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            raise ValueError(
-                f"unknown ASN input mode {value!r}; expected one of {[m.value for m in cls]}"
-            ) from None
+    def _what(cls) -> str:
+        return "ASN input mode"
 
 
 class ASNState(NamedTuple):

@@ -30,11 +30,12 @@ surrogate=straight_through())``.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
 import torch
+
+from .._choice import Choice
 
 from .. import surrogate as _sg
 from ._base import (
@@ -53,22 +54,15 @@ from .lif import reset_membrane
 __all__ = ["CubaLIFParams", "CubaLIFState", "CubaOrder", "cuba_lif_step"]
 
 
-class CubaOrder(enum.Enum):
+class CubaOrder(Choice):
     """Whether ``x[t]`` reaches the membrane in the same step or one step later."""
 
     CURRENT_FIRST = "current_first"
     MEMBRANE_FIRST = "membrane_first"
 
     @classmethod
-    def parse(cls, value: "CubaOrder | str") -> "CubaOrder":
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            raise ValueError(
-                f"unknown order {value!r}; expected one of {[o.value for o in cls]}"
-            ) from None
+    def _what(cls) -> str:
+        return "order"
 
 
 class CubaLIFState(NamedTuple):
