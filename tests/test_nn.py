@@ -523,3 +523,12 @@ def test_public_api():
     for name in snn.__all__:
         assert getattr(snn, name).__module__.startswith("spikeflow.nn"), name
     assert {"LIF", "IF", "CubaLIF", "ASN", "GradedLIF", "LI", "TimeDistributed", "Sequential", "Recording", "Flatten"} <= set(snn.__all__)
+
+
+def test_setting_a_mode_validates_it():
+    m = snn.CubaLIF()
+    m.order = "membrane_first"  # strings are parsed like in the constructor
+    assert m.order is CubaOrder.MEMBRANE_FIRST and m.neuron_params().order is CubaOrder.MEMBRANE_FIRST
+    with pytest.raises(ValueError, match="unknown reset 'soft'"):
+        m.reset = "soft"
+    assert m.reset is Reset.SUBTRACT  # a rejected value changes nothing

@@ -13,6 +13,7 @@ The equations live in :mod:`spikeflow.neurons`; the docstrings here only name th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, ClassVar, NamedTuple, Optional
 
@@ -84,6 +85,16 @@ def _value_property(name: str, kind: str, doc: str) -> property:
     return property(lambda self: read_value(self, name, kind), doc=doc)
 
 
+def _config_property(name: str, doc: str) -> property:
+    """A static (non-tensor) setting kept in the module's validated params; setting it
+    validates the new value and takes effect at the next call."""
+
+    def set_(self, value: Any) -> None:
+        self._config = dataclasses.replace(self._config, **{name: value})
+
+    return property(lambda self: getattr(self._config, name), set_, doc=doc)
+
+
 class Neuron(torch.nn.Module):
     """Abstract base of the neuron modules: ``forward(x, state) -> (output, state)``.
 
@@ -99,9 +110,18 @@ class Neuron(torch.nn.Module):
         self.backend = _check_backend(backend)
         self.register_parameter("recurrent_weight", None)
 
+    def _configure(self, params: Any, values: dict[str, Any], learnable: dict[str, bool], shape: tuple) -> None:
+        """Keep ``params`` (validated) for its static settings and register each
+        numeric value in ``_VALUES`` as a learnable parameter or a fixed buffer."""
+        self._config = params
+        for name, kind in self._VALUES.items():
+            flag = _flag(f"learn_{name}", learnable.get(name, False))
+            add_value(self, name, values[name], kind=kind, learnable=flag, shape=shape)
+
     def neuron_params(self) -> Any:
         """The neuron's parameter dataclass with the current parameter values."""
-        raise NotImplementedError
+        current = {name: read_value(self, name, kind) for name, kind in self._VALUES.items()}
+        return dataclasses.replace(self._config, **current)
 
     def init_state(
         self,
@@ -184,34 +204,25 @@ class _LIFLayer(Neuron):
     beta = _value_property("beta", "decay", "Current per-step membrane decay.")
     threshold = _value_property("threshold", "positive", "Current firing threshold.")
 
+    reset = _config_property("reset", "Reset mode (a :class:`~spikeflow.neurons.Reset`).")
+    detach_reset = _config_property("detach_reset", "Whether the reset carries no gradient.")
+    surrogate = _config_property("surrogate", "Surrogate gradient of the spike.")
+
     def _setup(self, beta, threshold, reset, detach_reset, surrogate, learn_beta, learn_threshold, shape, recurrent):
-        surrogate = _surrogate(surrogate)
-        shape = as_shape(shape)
         params = LIFParams(  # validates every value once, with the params' own messages
             beta=_plain(beta),
             threshold=_plain(threshold),
             reset=reset,
             detach_reset=_flag("detach_reset", detach_reset),
-            surrogate=surrogate,
+            surrogate=_surrogate(surrogate),
         )
-        self.reset = params.reset
-        self.detach_reset = params.detach_reset
-        self.surrogate = surrogate
-        add_value(self, "beta", beta, kind="decay", learnable=_flag("learn_beta", learn_beta), shape=shape)
-        add_value(
-            self, "threshold", threshold, kind="positive",
-            learnable=_flag("learn_threshold", learn_threshold), shape=shape,
+        self._configure(
+            params,
+            {"beta": beta, "threshold": threshold},
+            {"beta": learn_beta, "threshold": learn_threshold},
+            as_shape(shape),
         )
         self._add_recurrent(recurrent)
-
-    def neuron_params(self) -> LIFParams:
-        return LIFParams(
-            beta=self.beta,
-            threshold=self.threshold,
-            reset=self.reset,
-            detach_reset=self.detach_reset,
-            surrogate=self.surrogate,
-        )
 
     def extra_repr(self) -> str:
         parts = self._value_repr() + [f"reset={self.reset.value}"]
@@ -318,6 +329,13 @@ class CubaLIF(Neuron):
     alpha = _value_property("alpha", "decay", "Current per-step synaptic-current decay.")
     beta = _value_property("beta", "decay", "Current per-step membrane decay.")
     threshold = _value_property("threshold", "positive", "Current firing threshold.")
+    gain = _config_property("gain", "Factor of the synaptic current into the membrane.")
+    normalize = _config_property("normalize", "Whether each filter's input is scaled by 1 - decay.")
+    order = _config_property("order", "A :class:`~spikeflow.neurons.CubaOrder`.")
+    alpha_rec = _config_property("alpha_rec", "Decay of the separate recurrent current, or None.")
+    reset = _config_property("reset", "Reset mode (a :class:`~spikeflow.neurons.Reset`).")
+    detach_reset = _config_property("detach_reset", "Whether the reset carries no gradient.")
+    surrogate = _config_property("surrogate", "Surrogate gradient of the spike.")
 
     def __init__(
         self,
@@ -346,8 +364,6 @@ class CubaLIF(Neuron):
         self.dt = float(dt)
         alpha = _decay("alpha", alpha, "tau_syn", tau_syn, dt, default=0.8)
         beta = _decay("beta", beta, "tau_mem", tau_mem, dt, default=0.9)
-        surrogate = _surrogate(surrogate)
-        shape = as_shape(shape)
         params = CubaLIFParams(
             alpha=_plain(alpha),
             beta=_plain(beta),
@@ -358,36 +374,15 @@ class CubaLIF(Neuron):
             alpha_rec=alpha_rec,
             reset=reset,
             detach_reset=_flag("detach_reset", detach_reset),
-            surrogate=surrogate,
+            surrogate=_surrogate(surrogate),
         )
-        self.gain = params.gain
-        self.normalize = params.normalize
-        self.order = params.order
-        self.alpha_rec = params.alpha_rec
-        self.reset = params.reset
-        self.detach_reset = params.detach_reset
-        self.surrogate = surrogate
-        add_value(self, "alpha", alpha, kind="decay", learnable=_flag("learn_alpha", learn_alpha), shape=shape)
-        add_value(self, "beta", beta, kind="decay", learnable=_flag("learn_beta", learn_beta), shape=shape)
-        add_value(
-            self, "threshold", threshold, kind="positive",
-            learnable=_flag("learn_threshold", learn_threshold), shape=shape,
+        self._configure(
+            params,
+            {"alpha": alpha, "beta": beta, "threshold": threshold},
+            {"alpha": learn_alpha, "beta": learn_beta, "threshold": learn_threshold},
+            as_shape(shape),
         )
         self._add_recurrent(recurrent)
-
-    def neuron_params(self) -> CubaLIFParams:
-        return CubaLIFParams(
-            alpha=self.alpha,
-            beta=self.beta,
-            threshold=self.threshold,
-            gain=self.gain,
-            normalize=self.normalize,
-            order=self.order,
-            alpha_rec=self.alpha_rec,
-            reset=self.reset,
-            detach_reset=self.detach_reset,
-            surrogate=self.surrogate,
-        )
 
     def extra_repr(self) -> str:
         parts = self._value_repr()
@@ -428,7 +423,7 @@ class ASN(Neuron):
         backend: str = "auto",
     ) -> None:
         super().__init__(backend)
-        self._params = ASNParams(
+        self._config = ASNParams(
             tau_phi=tau_phi,
             tau_gamma=tau_gamma,
             tau_eta=tau_eta,
@@ -442,10 +437,10 @@ class ASN(Neuron):
         )
 
     def neuron_params(self) -> ASNParams:
-        return self._params
+        return self._config  # nothing learnable: the validated params as they are
 
     def extra_repr(self) -> str:
-        p = self._params
+        p = self._config
         parts = [
             f"tau_phi={p.tau_phi:g}", f"tau_gamma={p.tau_gamma:g}", f"tau_eta={p.tau_eta:g}",
             f"tau_beta={p.tau_beta:g}", f"m_f={p.m_f:g}", f"theta0={describe(p.theta0)}",
@@ -484,17 +479,13 @@ class GradedLIF(Neuron):
         backend: str = "auto",
     ) -> None:
         super().__init__(backend)
-        shape = as_shape(shape)
-        GradedLIFParams(beta=_plain(beta), threshold=_plain(threshold), penalty=_plain(penalty))
-        add_value(self, "beta", beta, kind="decay", learnable=_flag("learn_beta", learn_beta), shape=shape)
-        add_value(
-            self, "threshold", threshold, kind="positive",
-            learnable=_flag("learn_threshold", learn_threshold), shape=shape,
+        params = GradedLIFParams(beta=_plain(beta), threshold=_plain(threshold), penalty=_plain(penalty))
+        self._configure(
+            params,
+            {"beta": beta, "threshold": threshold, "penalty": penalty},
+            {"beta": learn_beta, "threshold": learn_threshold},
+            as_shape(shape),
         )
-        add_value(self, "penalty", penalty, kind="positive", learnable=False, shape=shape)
-
-    def neuron_params(self) -> GradedLIFParams:
-        return GradedLIFParams(beta=self.beta, threshold=self.threshold, penalty=self.penalty)
 
     def extra_repr(self) -> str:
         return ", ".join(self._value_repr() + self._common_repr())
@@ -514,6 +505,7 @@ class LI(Neuron):
     _VALUES = {"beta": "decay"}
 
     beta = _value_property("beta", "decay", "Current per-step decay.")
+    normalize = _config_property("normalize", "Whether the input is scaled by 1 - beta.")
 
     def __init__(
         self,
@@ -529,17 +521,13 @@ class LI(Neuron):
         super().__init__(backend)
         self.dt = float(dt)
         beta = _decay("beta", beta, "tau", tau, dt, default=0.9)
-        shape = as_shape(shape)
-        self.normalize = LIParams(beta=_plain(beta), normalize=_flag("normalize", normalize)).normalize
-        add_value(self, "beta", beta, kind="decay", learnable=_flag("learn_beta", learn_beta), shape=shape)
+        params = LIParams(beta=_plain(beta), normalize=_flag("normalize", normalize))
+        self._configure(params, {"beta": beta}, {"beta": learn_beta}, as_shape(shape))
 
     @property
     def tau(self) -> torch.Tensor:
         """Time constant ``-dt / log(beta)``."""
         return -self.dt / torch.log(self.beta)
-
-    def neuron_params(self) -> LIParams:
-        return LIParams(beta=self.beta, normalize=self.normalize)
 
     def extra_repr(self) -> str:
         parts = self._value_repr()
