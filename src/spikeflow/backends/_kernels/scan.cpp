@@ -393,6 +393,24 @@ inline void load_params(S* p, int64_t blk, const void* const* prm, const int64_t
   }
 }
 
+// One forward step over a block: the state is read from `cur` and written to `nxt`
+// (both laid out [k * blk + j]; they may be the same buffer, as every element only
+// touches its own slots), the outputs go to `ot`.
+template <typename S, typename N>
+inline void step_block(const N& n, const S* p, const S* cur, S* nxt, const S* __restrict__ xt,
+                       S* __restrict__ ot, int64_t blk, int64_t len) {
+  constexpr int NS = N::NS, NP = N::NP;
+#pragma GCC ivdep
+  for (int64_t j = 0; j < len; ++j) {
+    S pv[at_least_one<NP>()];
+    S sv[NS];
+    for (int k = 0; k < NP; ++k) pv[k] = p[k * blk + j];
+    for (int k = 0; k < NS; ++k) sv[k] = cur[k * blk + j];
+    ot[j] = n.fwd(pv, sv, xt[j]);
+    for (int k = 0; k < NS; ++k) nxt[k * blk + j] = sv[k];
+  }
+}
+
 // Forward: out[t]; optionally post[k][t] (the state after every step) and
 // ckpt[k][c] (the state before step c * K: checkpoints for the backward); fin[k].
 template <typename S, typename N>
@@ -420,17 +438,7 @@ void forward_impl(const N& n, int64_t T, int64_t M, const S* __restrict__ x,
         if (ckpt != nullptr && t % K == 0)
           for (int k = 0; k < NS; ++k)
             std::memcpy(static_cast<S*>(ckpt[k]) + (t / K) * M + m0, st + k * blk, len * sizeof(S));
-        const S* __restrict__ xt = x + t * M + m0;
-        S* __restrict__ ot = out + t * M + m0;
-#pragma GCC ivdep
-        for (int64_t j = 0; j < len; ++j) {
-          S pv[at_least_one<NP>()];
-          S sv[NS];
-          for (int k = 0; k < NP; ++k) pv[k] = p[k * blk + j];
-          for (int k = 0; k < NS; ++k) sv[k] = st[k * blk + j];
-          ot[j] = n.fwd(pv, sv, xt[j]);
-          for (int k = 0; k < NS; ++k) st[k * blk + j] = sv[k];
-        }
+        step_block(n, p, st, st, x + t * M + m0, out + t * M + m0, blk, len);
         if (post != nullptr)
           for (int k = 0; k < NS; ++k)
             std::memcpy(static_cast<S*>(post[k]) + t * M + m0, st + k * blk, len * sizeof(S));
@@ -494,18 +502,8 @@ void backward_impl(const N& n, const SG& sg, int64_t T, int64_t M, const S* __re
             std::memcpy(seg + k * blk, static_cast<const S*>(ckpt[k]) + c * M + m0,
                         len * sizeof(S));
           for (int64_t t = t0; t + 1 < t1; ++t) {
-            const S* cur = seg + (t - t0) * NS * blk;
-            S* nxt = seg + (t + 1 - t0) * NS * blk;
-            const S* __restrict__ xt = x + t * M + m0;
-#pragma GCC ivdep
-            for (int64_t j = 0; j < len; ++j) {
-              S pv[at_least_one<NP>()];
-              S sv[NS];
-              for (int k = 0; k < NP; ++k) pv[k] = p[k * blk + j];
-              for (int k = 0; k < NS; ++k) sv[k] = cur[k * blk + j];
-              sink[j] = n.fwd(pv, sv, xt[j]);
-              for (int k = 0; k < NS; ++k) nxt[k * blk + j] = sv[k];
-            }
+            step_block(n, p, seg + (t - t0) * NS * blk, seg + (t + 1 - t0) * NS * blk,
+                       x + t * M + m0, sink, blk, len);
           }
         }
         for (int64_t t = t1 - 1; t >= t0; --t) {
