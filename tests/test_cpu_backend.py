@@ -277,3 +277,16 @@ def test_another_process_reuses_the_cache():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["None", "False", str(cpu.library_path())]
+
+
+def test_auto_does_not_build_the_kernel_for_calls_it_cannot_run(tmp_path):
+    """A float16 call under "auto" goes to the reference without compiling anything."""
+    code = (
+        "import torch, spikeflow; from spikeflow.neurons import LIFParams; "
+        "spikeflow.scan(LIFParams(), torch.rand(3, 2, 4, dtype=torch.float16)); "
+        "from spikeflow.backends import cpu; print(cpu._loaded is None)"
+    )
+    env = dict(os.environ, SPIKEFLOW_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+    assert not any((tmp_path / "cache").rglob("*.so")) if (tmp_path / "cache").exists() else True

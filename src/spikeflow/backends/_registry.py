@@ -57,6 +57,13 @@ class Backend:
 
     def why_not(self, params: Any, x: torch.Tensor, recurrent: bool) -> Optional[str]:
         """None when this backend can run the call, else the reason it cannot."""
+        reason = self.unsupported(params, x, recurrent)
+        if reason is None and self.caps.available is not None:
+            reason = self.caps.available()
+        return reason
+
+    def unsupported(self, params: Any, x: torch.Tensor, recurrent: bool) -> Optional[str]:
+        """Why the call is outside the declared capabilities (availability aside)."""
         caps = self.caps
         if x.dtype not in caps.dtypes:
             names = ", ".join(sorted(str(d).replace("torch.", "") for d in caps.dtypes))
@@ -67,10 +74,6 @@ class Backend:
             return "recurrent weights are not supported"
         if caps.params_check is not None:
             reason = caps.params_check(params)
-            if reason:
-                return reason
-        if caps.available is not None:
-            reason = caps.available()
             if reason:
                 return reason
         return None
@@ -123,8 +126,7 @@ def resolve(model: NeuronModel, name: str, params: Any, x: torch.Tensor, recurre
             reason = backend.why_not(params, x, recurrent)
             if reason is None:
                 return backend
-            available = backend.caps.available
-            if available is not None and available() == reason:
+            if backend.unsupported(params, x, recurrent) is None:  # only unavailable here
                 _warn_unavailable(model, backend, reason)
         raise AssertionError("the reference backend supports every call")  # pragma: no cover
     for backend in candidates:
