@@ -85,7 +85,7 @@ def test_config_defaults():
         ({"epochs": 1.5}, TypeError, "epochs must be an integer"),
         ({"lr": -1.0}, ValueError, "lr must be > 0"),
         ({"optimizer": "rmsprop"}, ValueError, "optimizer must be one of adam, adamw, sgd"),
-        ({"encoding": "poisson"}, ValueError, "encoding must be one of"),
+        ({"encoding": "morse"}, ValueError, "encoding must be one of"),
         ({"readout": "median"}, ValueError, "readout must be one of"),
         ({"surrogate": "nope"}, ValueError, "unknown surrogate 'nope'"),
         ({"backend": "magic"}, ValueError, "unknown backend 'magic'"),
@@ -117,9 +117,18 @@ def test_load_config_json_and_toml(tmp_path):
     (tmp_path / "typo.json").write_text('{"epoch": 3}')
     with pytest.raises(ValueError, match="typo.json.*unknown training config key"):
         load_config(tmp_path / "typo.json")
-    (tmp_path / "c.yaml").write_text("epochs: 3")
-    with pytest.raises(ValueError, match=r"\.json or \.toml"):
-        load_config(tmp_path / "c.yaml")
+    (tmp_path / "c.yaml").write_text("preset: seed004\nbatch-size: 32\n")
+    assert load_config(tmp_path / "c.yaml") == TrainConfig(preset="seed004", batch_size=32)
+    assert load_config(tmp_path / "c.yaml", epochs=2).epochs == 2  # overrides win
+    (tmp_path / "bad.yaml").write_text("epochs: [3\n")
+    with pytest.raises(ValueError, match="bad.yaml is not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 3\n")
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "c.ini").write_text("epochs=3")
+    with pytest.raises(ValueError, match=r"\.yaml, \.yml, \.json or \.toml"):
+        load_config(tmp_path / "c.ini")
     with pytest.raises(FileNotFoundError, match="missing.json"):
         load_config(tmp_path / "missing.json")
 

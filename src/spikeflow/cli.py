@@ -12,7 +12,6 @@ instead. Needs the ``cli`` extra: ``pip install spikeflow[cli]``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from typing import Any, Optional
@@ -81,9 +80,17 @@ _DEFAULTS = _TrainConfig()
 
 
 def _help(text: str, name: str) -> str:
-    """``text`` and the TrainConfig default of ``name`` (one source of truth for --help)."""
+    """``text`` and the default of ``name`` (one source of truth for --help): the
+    preset's choice for the fields a preset sets, else the TrainConfig default."""
     value = getattr(_DEFAULTS, name)
-    shown = "the preset's choice" if value is None else str(value)
+    if name in _config.DEFAULTS:
+        shown = f"the preset's ({'none' if value is None else value} for {_DEFAULTS.preset})"
+    elif name == "out":
+        shown = "runs/PRESET"
+    elif name == "threads":
+        shown = "the preset's"
+    else:
+        shown = str(value)
     return f"{text}  [default: {shown}]".strip()
 
 
@@ -93,17 +100,25 @@ def _help(text: str, name: str) -> str:
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, exists=True),
-    help="A .json or .toml file of TrainConfig fields; options given here override it.",
+    help="A .yaml, .json or .toml file of settings (option names as keys); options given here override it.",
 )
 @click.option("--epochs", type=click.IntRange(min=1), help=_help("Epochs in total.", "epochs"))
 @click.option("--batch-size", type=click.IntRange(min=1), help=_help("Mini-batch size.", "batch_size"))
 @click.option(
     "--lr", type=click.FloatRange(min=0, min_open=True), help=_help("Learning rate.", "lr")
 )
+@click.option("--optimizer", type=click.Choice(_config.OPTIMIZERS), help=_help("Optimizer.", "optimizer"))
+@click.option("--momentum", type=click.FloatRange(min=0), help=_help("SGD momentum.", "momentum"))
 @click.option(
-    "--optimizer",
-    type=click.Choice(_config.OPTIMIZERS),
-    help=_help("Optimizer (sgd: momentum 0.9).", "optimizer"),
+    "--weight-decay", type=click.FloatRange(min=0), help=_help("Weight decay.", "weight_decay")
+)
+@click.option(
+    "--scheduler", type=click.Choice(_config.SCHEDULERS), help=_help("Learning-rate schedule.", "scheduler")
+)
+@click.option(
+    "--grad-clip",
+    type=click.FloatRange(min=0),
+    help=_help("Clip the gradient norm to this (0: off).", "grad_clip"),
 )
 @click.option(
     "--steps", "-T", type=click.IntRange(min=1), help=_help("Time steps T per input.", "steps")
@@ -123,11 +138,37 @@ def _help(text: str, name: str) -> str:
     type=click.FloatRange(min=0, min_open=True),
     help=_help("Surrogate sharpness.", "surrogate_alpha"),
 )
+@click.option(
+    "--rate-reg",
+    type=click.FloatRange(min=0),
+    help=_help("Weight of the firing-rate regulariser (0: off).", "rate_reg"),
+)
+@click.option("--init", type=click.Choice(_config.INITS), help=_help("Weight initialisation.", "init"))
+@click.option(
+    "--augment",
+    type=click.IntRange(min=0),
+    help=_help("Random image shifts of up to this many pixels (0: off).", "augment"),
+)
+@click.option(
+    "--ann",
+    is_flag=True,
+    default=None,
+    help="Train the preset's architecture as an ordinary ANN (ReLU, one step): the baseline.",
+)
+@click.option("--amp", is_flag=True, default=None, help="Mixed precision (bfloat16 on CPU, float16 on CUDA).")
 @click.option("--seed", type=click.IntRange(min=0), help=_help("Random seed.", "seed"))
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="MNIST-format folder for the MNIST presets  [default: $SPIKEFLOW_DATA]",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
     help=_help("Directory for last.pt and best.pt.", "out"),
+)
+@click.option(
+    "--tensorboard", is_flag=True, default=None, help="Write TensorBoard logs to OUT/tensorboard."
 )
 @click.option("--device", help=_help("Torch device (cpu, cuda, cuda:1, ...).", "device"))
 @click.option("--backend", help=_help("Scan backend of the neuron layers.", "backend"))
@@ -151,25 +192,38 @@ def train_command(config_file: Optional[str], json_path: Optional[str], **option
     from .train import load_config, train
     from .train.checkpoint import atomic_write_bytes
 
+    changes = {name: value for name, value in options.items() if value is not None}
     try:
-        base = load_config(config_file) if config_file else _TrainConfig()
-        changes = {name: value for name, value in options.items() if value is not None}
-        config = dataclasses.replace(base, **changes)
+        config = load_config(config_file, **changes) if config_file else _TrainConfig(**changes)
     except (ValueError, TypeError) as error:
         raise _UsageProblem(_one_line(error)) from None
 
     summary = train(config)
 
+    what = f"{config.preset} (ANN twin)" if config.ann else config.preset
     click.echo(
-        f"test accuracy {summary['test_accuracy']:.2%} after {summary['epochs']} epochs "
+        f"{what}: test accuracy {summary['test_accuracy']:.2%} after {summary['epochs']} epochs "
         f"(best {summary['best_test_accuracy']:.2%} at epoch {summary['best_epoch']}), "
-        f"mean firing rate {summary['mean_firing_rate']:.3f}, {summary['train_time_s']:.1f} s"
+        f"mean firing rate {summary['mean_firing_rate']:.3f}, {summary['train_time_s']:.1f} s "
+        f"({summary['epoch_time_s']:.1f} s per epoch)"
     )
     click.echo(f"checkpoints: {summary['checkpoints']['last']}, {summary['checkpoints']['best']}")
     if json_path:
         text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
         atomic_write_bytes(json_path, text.encode("utf-8"))
         click.echo(f"summary: {json_path}")
+
+
+@main.command("presets")
+def presets_command() -> None:
+    """List the training presets and their main settings."""
+    for name in sorted(_PRESETS):
+        config = _TrainConfig(preset=name)
+        click.echo(f"{name:12s} {_PRESETS[name].description}")
+        click.echo(
+            f"{'':12s} epochs {config.epochs}, batch {config.batch_size}, {config.optimizer} lr {config.lr:g}, "
+            f"T {config.steps}, encoding {config.encoding}, readout {config.readout}"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m spikeflow.cli`

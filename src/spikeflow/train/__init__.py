@@ -11,12 +11,18 @@
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import ENCODINGS, OPTIMIZERS, READOUTS, TrainConfig, load_config
-from .models import PRESETS, Preset, build_model, get_preset
-from .trainer import evaluate, make_optimizer, seed_everything, train
+from .config import DEFAULTS, ENCODINGS, INITS, OPTIMIZERS, READOUTS, SCHEDULERS, TrainConfig, load_config
+from .presets import PRESETS, Preset, build_model, get_preset, load_data
+from .trainer import evaluate, make_optimizer, make_scheduler, seed_everything, train, translate
 
 __all__ = [
+    "DEFAULTS",
     "ENCODINGS",
+    "INITS",
+    "SCHEDULERS",
+    "load_data",
+    "make_scheduler",
+    "translate",
     "OPTIMIZERS",
     "PRESETS",
     "READOUTS",

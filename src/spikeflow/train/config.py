@@ -1,9 +1,14 @@
 """The typed training configuration: one frozen dataclass, validated once.
 
+Every field a preset may choose (epochs, learning rate, encoding, ...) defaults to
+``None``, which means "the preset's value": ``TrainConfig(preset="seed004")`` is seed
+004's setup, and any field given explicitly overrides it. The values are resolved
+when the config is built, so a config (and the ``to_dict()`` a checkpoint stores)
+always holds concrete values.
+
 A :class:`TrainConfig` is built from keyword arguments, from a plain dict
-(:meth:`TrainConfig.from_dict`, what a checkpoint stores) or from a JSON or TOML
-file (:func:`load_config`). Every field has a default, so ``TrainConfig()`` is the
-configuration of ``spikeflow train`` without arguments.
+(:meth:`TrainConfig.from_dict`) or from a YAML, JSON or TOML file
+(:func:`load_config`).
 """
 
 from __future__ import annotations
@@ -12,22 +17,80 @@ import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
-__all__ = ["ENCODINGS", "OPTIMIZERS", "READOUTS", "TrainConfig", "load_config"]
+__all__ = [
+    "DEFAULTS",
+    "ENCODINGS",
+    "INITS",
+    "OPTIMIZERS",
+    "READOUTS",
+    "SCHEDULERS",
+    "TrainConfig",
+    "load_config",
+    "read_config_file",
+]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-ENCODINGS = ("direct", "rate", "latency")
-READOUTS = ("max", "mean", "last", "sum", "count")
-"""Readouts: ``max``/``mean``/``last``/``sum`` read a non-spiking LI output layer through
-:func:`spikeflow.loss.membrane_cross_entropy` with that time reduction; ``count``
-reads a spiking LIF output layer through :func:`spikeflow.loss.spike_count_cross_entropy`."""
+SCHEDULERS = ("none", "cosine", "step", "onecycle")
+"""Learning-rate schedules, stepped once per epoch (``onecycle``: once per batch):
+``cosine`` anneals to 0 over the run, ``step`` multiplies the rate by 0.1 at 50 %
+and 75 % of the epochs, ``onecycle`` is :class:`torch.optim.lr_scheduler.OneCycleLR`
+with ``lr`` as its peak."""
+ENCODINGS = ("direct", "rate", "poisson", "latency", "multiplicative", "none")
+"""Input encodings (:mod:`spikeflow.encode`); ``none`` is for data sets that already
+are spike trains (``randman``, ``seed003``) and only for them."""
+READOUTS = ("max", "mean", "last", "sum", "count", "count-mse")
+"""How the output layer becomes a loss and a prediction: ``max``/``mean``/``last``/
+``sum`` reduce the membrane of a non-spiking output layer over time into logits
+(:func:`spikeflow.loss.membrane_cross_entropy`); ``count`` takes the cross-entropy of
+the spike counts of a spiking output layer
+(:func:`spikeflow.loss.spike_count_cross_entropy`); ``count-mse`` the squared error of
+the spike counts to ``count_on`` for the true class and ``count_off`` for the others
+(:func:`spikeflow.loss.spike_count_mse`, seed 004). The prediction is the class with
+the largest logit or count."""
+INITS = ("default", "lsuv", "fluctuation")
+"""Weight initialisation: the layers' own (``default``), data-driven LSUV for spiking
+layers (:func:`spikeflow.init.lsuv_`, seed 003) or fluctuation-driven
+(:func:`spikeflow.init.fluctuation_init_`)."""
+
+DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "epochs": 30,
+        "batch_size": 64,
+        "lr": 5e-3,
+        "optimizer": "adam",
+        "momentum": 0.9,
+        "amsgrad": False,
+        "weight_decay": 0.0,
+        "scheduler": "none",
+        "grad_clip": 0.0,
+        "steps": 8,
+        "hidden": 128,
+        "encoding": "direct",
+        "latency_threshold": 0.25,
+        "readout": "max",
+        "count_on": None,
+        "count_off": None,
+        "beta": 0.9,
+        "readout_beta": 0.9,
+        "surrogate": "superspike",
+        "surrogate_alpha": None,
+        "rate_reg": 0.0,
+        "init": "default",
+        "augment": 0,
+    }
+)
+"""The value of every preset-tunable field when the preset does not choose it."""
 
 # Fields that may differ between a run and the run it resumes (they do not change
 # what is computed, or, for ``epochs``, only how far the run goes).
-RESUMABLE_CHANGES = frozenset({"epochs", "resume", "quiet", "out", "device", "backend", "threads"})
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "resume", "quiet", "out", "device", "backend", "threads", "data_dir", "tensorboard"}
+)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -57,54 +120,98 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return value.lower()
 
 
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on.
 
+    Fields marked *(preset)* default to the preset's choice (see
+    :data:`spikeflow.train.PRESETS`), or to :data:`DEFAULTS` where the preset makes
+    none.
+
     Attributes:
-        preset: model and data set (see :data:`spikeflow.train.PRESETS`).
-        epochs: total number of epochs (a resumed run trains up to this many).
-        batch_size: training mini-batch size.
-        lr: learning rate.
-        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (SGD with momentum 0.9).
-        weight_decay: L2 weight decay (decoupled for AdamW).
-        steps: number of time steps ``T`` each input is presented for.
-        hidden: hidden layer width.
-        encoding: input encoding, ``"direct"``, ``"rate"`` or ``"latency"``
-            (:mod:`spikeflow.encode`).
-        readout: how the output layer becomes logits (see :data:`READOUTS`).
-        beta: membrane decay of the hidden LIF neurons.
-        readout_beta: decay of the output layer.
-        surrogate: surrogate gradient name (:func:`spikeflow.surrogate.by_name`).
-        surrogate_alpha: its sharpness.
-        seed: seed of everything random (initialisation, shuffling, rate encoding).
-        out: directory for ``last.pt`` and ``best.pt``.
+        preset: model and data set.
+        epochs: total number of epochs (a resumed run trains up to this many). *(preset)*
+        batch_size: training mini-batch size (per process under torchrun). *(preset)*
+        lr: learning rate (the peak for ``onecycle``). *(preset)*
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``. *(preset)*
+        momentum: SGD momentum. *(preset)*
+        amsgrad: the AMSGrad variant of Adam/AdamW (seed 004). *(preset)*
+        weight_decay: L2 weight decay (decoupled for AdamW). *(preset)*
+        scheduler: learning-rate schedule (:data:`SCHEDULERS`). *(preset)*
+        grad_clip: clip the global gradient norm to this value; 0 turns it off. *(preset)*
+        steps: number of time steps ``T`` each input is presented for (ignored by
+            ``ann`` runs, which take one step). *(preset)*
+        hidden: hidden layer width (MLPs) or base channel count (CNNs). *(preset)*
+        encoding: input encoding (:data:`ENCODINGS`). *(preset)*
+        latency_threshold: inputs below it never spike under ``latency``. *(preset)*
+        readout: output layer, loss and prediction (:data:`READOUTS`). *(preset)*
+        count_on, count_off: target spike counts of ``count-mse`` (None:
+            :func:`spikeflow.loss.spike_count_mse`'s ``T`` and ``0.1 T``). *(preset)*
+        beta: membrane decay of the hidden spiking neurons, in [0, 1]. *(preset)*
+        readout_beta: decay of the output layer, in [0, 1]. *(preset)*
+        surrogate: surrogate gradient name (:func:`spikeflow.surrogate.by_name`). *(preset)*
+        surrogate_alpha: its sharpness (None: the surrogate's own default, for
+            ``superspike`` 10). *(preset)*
+        rate_reg: weight of the firing-rate regulariser on the hidden spiking
+            layers (:func:`spikeflow.loss.rate_regularizer`); 0 turns it off. *(preset)*
+        init: weight initialisation (:data:`INITS`). *(preset)*
+        augment: random translations of image inputs by up to this many pixels
+            during training (0: none). *(preset)*
+        ann: train the preset's architecture as an ordinary ANN instead (spiking
+            neurons replaced by ReLU, one time step, direct input), the baseline an
+            SNN is compared with.
+        amp: mixed precision (bfloat16 autocast on the CPU, float16 with loss scaling
+            on CUDA).
+        seed: seed of everything random (initialisation, shuffling, encoding).
+        data_dir: folder of MNIST-format files for the MNIST presets (None:
+            ``$SPIKEFLOW_DATA``).
+        out: directory for ``last.pt``, ``best.pt`` and TensorBoard logs (None:
+            ``runs/<preset>``, with ``-ann`` appended for ``ann`` runs).
+        tensorboard: write TensorBoard logs to ``out/tensorboard``.
         device: torch device, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         backend: scan backend of the neuron layers (``"auto"``, ``"reference"``, ...).
         threads: torch intra-op threads during the run (restored afterwards); None
-            takes the preset's choice (``digits-mlp``: 1, its layers are too small to
-            gain from more, and extra threads stall when other processes share the
-            cores), 0 leaves torch's setting alone.
+            takes the preset's choice, 0 leaves torch's setting alone.
         resume: continue from ``out/last.pt``.
         quiet: no progress bar.
     """
 
     preset: str = "digits-mlp"
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 5e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    steps: int = 8
-    hidden: int = 128
-    encoding: str = "direct"
-    readout: str = "max"
-    beta: float = 0.9
-    readout_beta: float = 0.9
-    surrogate: str = "superspike"
-    surrogate_alpha: float = 10.0
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    optimizer: Optional[str] = None
+    momentum: Optional[float] = None
+    amsgrad: Optional[bool] = None
+    weight_decay: Optional[float] = None
+    scheduler: Optional[str] = None
+    grad_clip: Optional[float] = None
+    steps: Optional[int] = None
+    hidden: Optional[int] = None
+    encoding: Optional[str] = None
+    latency_threshold: Optional[float] = None
+    readout: Optional[str] = None
+    count_on: Optional[float] = None
+    count_off: Optional[float] = None
+    beta: Optional[float] = None
+    readout_beta: Optional[float] = None
+    surrogate: Optional[str] = None
+    surrogate_alpha: Optional[float] = None
+    rate_reg: Optional[float] = None
+    init: Optional[str] = None
+    augment: Optional[int] = None
+    ann: bool = False
+    amp: bool = False
     seed: int = 0
-    out: str = field(default=os.path.join("runs", "digits-mlp"))
+    data_dir: Optional[str] = None
+    out: Optional[str] = None
+    tensorboard: bool = False
     device: str = "cpu"
     backend: str = "auto"
     threads: Optional[int] = None
@@ -115,34 +222,65 @@ class TrainConfig:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         if not isinstance(self.preset, str) or not self.preset:
             raise ValueError(f"preset must be a non-empty string, got {self.preset!r}")
-        _check_int("epochs", self.epochs, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("steps", self.steps, 1)
-        _check_int("hidden", self.hidden, 1)
-        _check_int("seed", self.seed, 0)
-        if self.threads is not None:
-            _check_int("threads", self.threads, 0)
+        from .presets import get_preset  # the presets import this module
+
+        preset = get_preset(self.preset)
+        chosen = {**DEFAULTS, **preset.defaults}
+        for name in DEFAULTS:
+            if getattr(self, name) is None:
+                set_(name, chosen[name])
+        if self.threads is None:
+            set_("threads", preset.threads if preset.threads is not None else 0)
+        if self.out is None:
+            set_("out", os.path.join("runs", self.preset + ("-ann" if self.ann else "")))
+
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("steps", 1), ("hidden", 1), ("seed", 0),
+                              ("threads", 0), ("augment", 0)):
+            _check_int(name, getattr(self, name), minimum)
         set_("lr", _check_float("lr", self.lr, positive=True))
-        set_("weight_decay", _check_float("weight_decay", self.weight_decay, nonnegative=True))
-        set_("surrogate_alpha", _check_float("surrogate_alpha", self.surrogate_alpha, positive=True))
-        for name in ("beta", "readout_beta"):
+        if self.surrogate_alpha is not None:
+            set_("surrogate_alpha", _check_float("surrogate_alpha", self.surrogate_alpha, positive=True))
+        for name in ("weight_decay", "grad_clip", "rate_reg", "momentum"):
+            set_(name, _check_float(name, getattr(self, name), nonnegative=True))
+        for name in ("count_on", "count_off"):
+            if getattr(self, name) is not None:
+                set_(name, _check_float(name, getattr(self, name), nonnegative=True))
+        for name in ("beta", "readout_beta", "latency_threshold"):
             value = _check_float(name, getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value:g}")
             set_(name, value)
         set_("optimizer", _check_choice("optimizer", self.optimizer, OPTIMIZERS))
+        set_("scheduler", _check_choice("scheduler", self.scheduler, SCHEDULERS))
         set_("encoding", _check_choice("encoding", self.encoding, ENCODINGS))
         set_("readout", _check_choice("readout", self.readout, READOUTS))
+        set_("init", _check_choice("init", self.init, INITS))
+        for name in ("amsgrad", "ann", "amp", "tensorboard", "resume", "quiet"):
+            _check_flag(name, getattr(self, name))
         for name in ("surrogate", "device", "backend"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise TypeError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
-        if isinstance(self.out, os.PathLike):
-            set_("out", os.fspath(self.out))
-        if not isinstance(self.out, str) or not self.out:
-            raise TypeError(f"out must be a directory path, got {self.out!r}")
-        for name in ("resume", "quiet"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("out", "data_dir"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                set_(name, value := os.fspath(value))
+            if value is not None and (not isinstance(value, str) or not value):
+                raise TypeError(f"{name} must be a directory path, got {value!r}")
+
+        sequence = preset.input == "sequence"
+        if sequence != (self.encoding == "none"):
+            raise ValueError(
+                f"preset {self.preset!r} takes {'spike trains' if sequence else 'static inputs'}: "
+                + ("use encoding 'none'" if sequence else f"encoding 'none' is only for spike-train data sets")
+            )
+        if self.readout not in preset.readouts:
+            raise ValueError(
+                f"preset {self.preset!r} supports the readouts {', '.join(preset.readouts)}; got {self.readout!r}"
+            )
+        if self.ann and not preset.has_ann:
+            raise ValueError(f"preset {self.preset!r} has no ANN twin (ann=True is for the MLP and CNN presets)")
+        if self.ann and self.readout in ("count", "count-mse"):
+            raise ValueError("an ANN twin reads its output as logits: use a membrane readout (max, mean, last, sum)")
         from .. import surrogate as _sg  # validates the name with the surrogate module's message
         from ..backends import backend_names
 
@@ -154,8 +292,13 @@ class TrainConfig:
     def out_dir(self) -> Path:
         return Path(self.out)
 
+    @property
+    def time_steps(self) -> int:
+        """The number of steps actually simulated: 1 for an ANN twin, else ``steps``."""
+        return 1 if self.ann else self.steps
+
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as a plain dict of str, int, float and bool."""
+        """The configuration as a plain dict of str, int, float, bool and None."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -172,39 +315,64 @@ class TrainConfig:
         return cls(**dict(data))
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again). The other fields keep
+        their resolved values, even when ``preset`` changes: to switch presets, build
+        a new config."""
         return dataclasses.replace(self, **changes)
 
 
-def load_config(path: str | os.PathLike) -> TrainConfig:
-    """Read a :class:`TrainConfig` from a ``.json`` or ``.toml`` file.
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The training settings in a ``.yaml``/``.yml``, ``.json`` or ``.toml`` file, as a
+    dict (not yet validated).
 
-    A TOML file may hold the keys at the top level or under a ``[train]`` table;
-    a JSON file holds one object (optionally under a ``"train"`` key).
+    The keys may sit at the top level or under one ``train`` table (TOML
+    ``[train]``, YAML/JSON ``train:``). Dashes in keys are read as underscores, so a
+    file may use the command line's spelling (``batch-size: 128``).
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {path} does not exist") from None
-    if path.suffix.lower() == ".toml":
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
         try:
             import tomllib
         except ImportError:  # pragma: no cover - Python 3.10
-            raise ImportError(f"reading {path} needs Python 3.11 or newer (tomllib); use a .json config") from None
+            raise ImportError(f"reading {path} needs Python 3.11 or newer (tomllib); use .yaml or .json") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"config file {path} is not valid TOML: {error}") from None
-    elif path.suffix.lower() == ".json":
+    elif suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"config file {path} is not valid JSON: {error}") from None
+    elif suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ImportError(f"reading {path} needs PyYAML: pip install spikeflow[cli]") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
     else:
-        raise ValueError(f"config file {path} must end in .json or .toml")
-    if isinstance(data, dict) and isinstance(data.get("train"), dict) and len(data) == 1:
+        raise ValueError(f"config file {path} must end in .yaml, .yml, .json or .toml")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
+    if isinstance(data.get("train"), dict) and len(data) == 1:
         data = data["train"]
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+def load_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a settings file (:func:`read_config_file`), with
+    ``overrides`` (for example command-line options) taking precedence."""
+    data = {**read_config_file(path), **overrides}
     try:
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as error:

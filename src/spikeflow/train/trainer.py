@@ -32,13 +32,14 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import RESUMABLE_CHANGES, TrainConfig
-from .models import get_preset
+from .presets import Preset, get_preset
 
-__all__ = ["evaluate", "make_optimizer", "seed_everything", "train"]
+__all__ = ["evaluate", "make_optimizer", "make_scheduler", "seed_everything", "train"]
 
 LAST = "last.pt"
 BEST = "best.pt"
-_EVAL_BATCH = 1024
+_EVAL_BATCH = 512
+_STOCHASTIC = frozenset({"rate", "poisson", "multiplicative"})
 
 
 def seed_everything(seed: int) -> None:
@@ -49,13 +50,31 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
-    """The optimizer ``config.optimizer`` with ``config.lr`` and ``config.weight_decay``."""
+    """The optimizer ``config.optimizer`` with ``config.lr``, ``config.weight_decay``
+    and, for SGD, ``config.momentum`` (Adam/AdamW: ``config.amsgrad``)."""
     params = list(parameters)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def make_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, batches_per_epoch: int
+) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
+    """The learning-rate schedule ``config.scheduler`` (None for ``"none"``); see
+    :data:`~spikeflow.train.config.SCHEDULERS`. ``onecycle`` steps per batch, the
+    others per epoch."""
+    sched = torch.optim.lr_scheduler
+    if config.scheduler == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.scheduler == "step":
+        milestones = sorted({max(1, config.epochs // 2), max(1, (3 * config.epochs) // 4)})
+        return sched.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    if config.scheduler == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=batches_per_epoch)
+    return None
 
 
 def _device(name: str) -> torch.device:
@@ -69,23 +88,51 @@ def _device(name: str) -> torch.device:
 
 
 def _encode_batch(config: TrainConfig, x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """``x [B, *features]`` (on the CPU) -> ``[T, B, *features]``."""
-    if config.encoding == "direct":
-        return _encode.direct(x, config.steps)
+    """A batch of the data set (on the CPU) -> the network's input ``[T, B, *features]``.
+
+    Static inputs ``x [B, *features]`` are encoded by ``config.encoding`` over
+    ``config.time_steps`` steps (an ANN twin: one direct step); spike-train data
+    ``x [B, T, *features]`` (encoding ``none``) is made time-major.
+    """
+    if config.encoding == "none":
+        return x.transpose(0, 1)
+    steps = config.time_steps
+    if config.ann or config.encoding == "direct":
+        return _encode.direct(x, steps)
     if config.encoding == "rate":
-        return _encode.rate(x, config.steps, generator=generator)
-    return _encode.latency(x, config.steps)
+        return _encode.rate(x, steps, generator=generator)
+    if config.encoding == "poisson":
+        return _encode.poisson(x, steps, generator=generator)
+    if config.encoding == "multiplicative":
+        return _encode.multiplicative(x, steps, generator=generator)
+    return _encode.latency(x, steps, threshold=config.latency_threshold)
+
+
+def translate(x: torch.Tensor, shift: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Images ``x [B, C, H, W]`` each moved by its own random offset of up to ``shift``
+    pixels along each axis (uniform in ``-shift .. shift``), filled with zeros."""
+    if shift == 0:
+        return x
+    B, C, H, W = x.shape
+    padded = torch.nn.functional.pad(x, (shift, shift, shift, shift))
+    dy, dx = torch.randint(0, 2 * shift + 1, (2, B, 1), generator=generator)
+    rows = (dy + torch.arange(H))[:, None, :, None]  # [B, 1, H, 1]
+    cols = (dx + torch.arange(W))[:, None, None, :]  # [B, 1, 1, W]
+    return padded[torch.arange(B)[:, None, None, None], torch.arange(C)[None, :, None, None], rows, cols]
 
 
 def _logits(config: TrainConfig, output: torch.Tensor) -> torch.Tensor:
-    if config.readout == "count":
+    if config.readout in ("count", "count-mse"):
         return output.sum(dim=0)
     return _loss.reduce_time(output, config.readout)
 
 
 def _loss_of(config: TrainConfig, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    output = output.float()  # mixed precision: the loss in float32
     if config.readout == "count":
         return _loss.spike_count_cross_entropy(output, target)
+    if config.readout == "count-mse":
+        return _loss.spike_count_mse(output, target, on=config.count_on, off=config.count_off)
     return _loss.membrane_cross_entropy(output, target, reduce=config.readout)
 
 
@@ -124,6 +171,13 @@ class _FiringRates:
             handle.remove()
 
 
+def _autocast(config: TrainConfig, device: torch.device | str):
+    """Mixed precision for ``config.amp``: bfloat16 on the CPU, float16 on CUDA."""
+    device = torch.device(device)
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=config.amp)
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -135,19 +189,20 @@ def evaluate(
 ) -> dict[str, float]:
     """Loss, accuracy and mean firing rate of ``model`` on ``(x [N, ...], y [N])``.
 
-    Rate encoding draws from a generator seeded with ``config.seed + 1``, so an
+    Stochastic encodings draw from a generator seeded with ``config.seed + 1``, so an
     evaluation is deterministic and leaves every random state untouched.
     """
     was_training = model.training
     model.eval()
     rates = _FiringRates(model)
-    generator = torch.Generator().manual_seed(config.seed + 1) if config.encoding == "rate" else None
+    generator = torch.Generator().manual_seed(config.seed + 1) if config.encoding in _STOCHASTIC else None
     total_loss, correct = 0.0, 0
     try:
         for start in range(0, len(x), _EVAL_BATCH):
             xb = x[start : start + _EVAL_BATCH]
             yb = y[start : start + _EVAL_BATCH].to(device)
-            output, _ = model(_encode_batch(config, xb, generator).to(device))  # [T, B, C]
+            with _autocast(config, device):
+                output, _ = model(_encode_batch(config, xb, generator).to(device))  # [T, B, C]
             total_loss += _loss_of(config, output, yb).item() * len(yb)
             correct += int((_logits(config, output).argmax(dim=1) == yb).sum())
     finally:
@@ -204,11 +259,12 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
         )
 
 
-def _payload(config, model, optimizer, epoch, best_accuracy, best_epoch, history, generator) -> dict:
+def _payload(config, model, optimizer, scheduler, epoch, best_accuracy, best_epoch, history, generator) -> dict:
     return {
         "epoch": epoch,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
         "best_accuracy": float(best_accuracy),
         "best_epoch": int(best_epoch),
         "config": config.to_dict(),
@@ -243,7 +299,7 @@ def train(config: TrainConfig | None = None, *, on_epoch: Optional[Callable[[dic
         raise TypeError(f"train() takes a TrainConfig, got {type(config).__name__}")
     preset = get_preset(config.preset)
     device = _device(config.device)
-    threads = preset.threads if config.threads is None else config.threads
+    threads = config.threads
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -255,7 +311,8 @@ def train(config: TrainConfig | None = None, *, on_epoch: Optional[Callable[[dic
 
 
 def _train(
-    config: TrainConfig, preset, device: torch.device, started: float, on_epoch: Optional[Callable[[dict], None]]
+    config: TrainConfig, preset: Preset, device: torch.device, started: float,
+    on_epoch: Optional[Callable[[dict], None]],
 ) -> dict[str, Any]:
     out_dir = config.out_dir
     last_path, best_path = out_dir / LAST, out_dir / BEST
@@ -270,26 +327,32 @@ def _train(
         _check_resumable(checkpoint["config"], config, last_path)
 
     seed_everything(config.seed)
-    x_train, y_train, x_test, y_test = preset.load_data()
+    x_train, y_train, x_test, y_test = preset.load_data(config)
     model = preset.build(config).to(device)
+    generator = torch.Generator().manual_seed(config.seed)  # shuffling, encoding, augmentation (CPU)
+    n_train = len(x_train)
+    n_batches = math.ceil(n_train / config.batch_size)
     optimizer = make_optimizer(config, model.parameters())
-    generator = torch.Generator().manual_seed(config.seed)  # shuffling and rate encoding (CPU)
+    scheduler = make_scheduler(config, optimizer, n_batches)
+    per_batch_schedule = config.scheduler == "onecycle"
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
 
     start_epoch, best_accuracy, best_epoch, history = 0, -1.0, 0, []
     if checkpoint is not None:
         try:
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(checkpoint["scheduler"])
             restore_rng_state(checkpoint["rng"], generator)
-        except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
             raise CheckpointError(f"checkpoint {last_path} does not fit this model: {error}") from error
         start_epoch = int(checkpoint["epoch"])
         best_accuracy = float(checkpoint["best_accuracy"])
         best_epoch = int(checkpoint.get("best_epoch", 0))
         history = list(checkpoint.get("history", []))
 
-    n_train = len(x_train)
-    n_batches = math.ceil(n_train / config.batch_size)
+    augment = config.augment if preset.images else 0
     rates = _FiringRates(model)
     record = history[-1] if history else None  # the metrics of the last epoch
     train_metrics: dict[str, float] = {}
@@ -304,13 +367,21 @@ def _train(
             try:
                 for start in range(0, n_train, config.batch_size):
                     index = order[start : start + config.batch_size]
-                    xb = _encode_batch(config, x_train[index], generator).to(device)  # [T, B, ...]
+                    xb = translate(x_train[index], augment, generator) if augment else x_train[index]
+                    xb = _encode_batch(config, xb, generator).to(device)  # [T, B, ...]
                     yb = y_train[index].to(device)
-                    output, _ = model(xb)  # [T, B, C]
+                    with _autocast(config, device):
+                        output, _ = model(xb)  # [T, B, C]
                     batch_loss = _loss_of(config, output, yb)
                     optimizer.zero_grad(set_to_none=True)
-                    batch_loss.backward()
-                    optimizer.step()
+                    scaler.scale(batch_loss).backward()
+                    if config.grad_clip > 0:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    if per_batch_schedule:
+                        scheduler.step()
                     total_loss += batch_loss.item() * len(index)
                     correct += int((_logits(config, output.detach()).argmax(dim=1) == yb).sum())
                     seen += len(index)
@@ -319,10 +390,13 @@ def _train(
                         loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}", rate=f"{rates.rate:.3f}",
                         refresh=False,
                     )
+                if scheduler is not None and not per_batch_schedule:
+                    scheduler.step()
                 train_metrics = {
                     "train_loss": total_loss / seen,
                     "train_accuracy": correct / seen,
                     "firing_rate": rates.rate,
+                    "lr": optimizer.param_groups[0]["lr"],
                 }
                 result = evaluate(model, x_test, y_test, config, device=device)
                 bar.set_postfix(
@@ -343,7 +417,9 @@ def _train(
             improved = result["accuracy"] > best_accuracy
             if improved:
                 best_accuracy, best_epoch = result["accuracy"], epoch
-            payload = _payload(config, model, optimizer, epoch, best_accuracy, best_epoch, history, generator)
+            payload = _payload(
+                config, model, optimizer, scheduler, epoch, best_accuracy, best_epoch, history, generator
+            )
             if improved:
                 save_checkpoint(best_path, payload)
             save_checkpoint(last_path, payload)
@@ -354,8 +430,10 @@ def _train(
 
     if record is None:  # pragma: no cover - epochs >= 1 and a checkpoint holds >= 1 epoch
         raise AssertionError("no epoch was trained or recorded")
+    epoch_times = [float(r["time_s"]) for r in history]
     return {
         "preset": config.preset,
+        "ann": config.ann,
         "seed": config.seed,
         "epochs": int(record["epoch"]),
         "test_accuracy": float(record["test_accuracy"]),
@@ -366,6 +444,7 @@ def _train(
         "test_loss": float(record["test_loss"]),
         "mean_firing_rate": float(record["test_firing_rate"]),
         "train_time_s": time.perf_counter() - started,
+        "epoch_time_s": float(np.median(epoch_times)),
         "resumed_from_epoch": start_epoch if checkpoint is not None else None,
         "device": str(device),
         "checkpoints": {"last": os.fspath(last_path), "best": os.fspath(best_path)},
