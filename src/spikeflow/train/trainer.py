@@ -240,6 +240,7 @@ class _NoBar:  # pragma: no cover - used only without tqdm
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    saved_epochs = saved.get("epochs")
     try:
         # The fields a resume may change are taken from the new config (a backend that
         # existed when the checkpoint was written need not exist now).
@@ -252,6 +253,11 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
         for name in TrainConfig.__dataclass_fields__
         if name not in RESUMABLE_CHANGES and getattr(config, name) != getattr(saved_config, name)
     ]
+    if config.scheduler != "none" and config.epochs != saved_epochs:
+        changed.append(
+            f"epochs={config.epochs} (checkpoint: {saved_epochs}; the {config.scheduler} schedule is laid "
+            f"over the epochs of the run, so a scheduled run cannot be extended)"
+        )
     if changed:
         raise ValueError(
             f"cannot resume from {path}: the run was started with different settings: "
