@@ -230,6 +230,10 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path):
         {"encoding": "latency", "readout": "mean", "optimizer": "sgd", "lr": 0.05},
         {"readout": "last", "optimizer": "adamw", "weight_decay": 0.01, "surrogate": "atan", "surrogate_alpha": 2.0},
         {"readout": "sum", "backend": "reference"},
+        {"encoding": "latency", "readout": "first-spike", "steps": 8, "latency_threshold": 0.2, "hidden": 64},
+        {"encoding": "poisson", "readout": "max", "steps": 20, "lr": 0.02},
+        {"readout": "count-mse", "steps": 8, "count_on": 6.0, "count_off": 1.0},
+        {"encoding": "multiplicative", "readout": "sum"},
     ],
 )
 def test_other_settings_train(tmp_path, changes):

@@ -43,15 +43,16 @@ with ``lr`` as its peak."""
 ENCODINGS = ("direct", "rate", "poisson", "latency", "multiplicative", "none")
 """Input encodings (:mod:`spikeflow.encode`); ``none`` is for data sets that already
 are spike trains (``randman``, ``seed003``) and only for them."""
-READOUTS = ("max", "mean", "last", "sum", "count", "count-mse")
+READOUTS = ("max", "mean", "last", "sum", "count", "count-mse", "first-spike")
 """How the output layer becomes a loss and a prediction: ``max``/``mean``/``last``/
 ``sum`` reduce the membrane of a non-spiking output layer over time into logits
 (:func:`spikeflow.loss.membrane_cross_entropy`); ``count`` takes the cross-entropy of
 the spike counts of a spiking output layer
 (:func:`spikeflow.loss.spike_count_cross_entropy`); ``count-mse`` the squared error of
 the spike counts to ``count_on`` for the true class and ``count_off`` for the others
-(:func:`spikeflow.loss.spike_count_mse`, seed 004). The prediction is the class with
-the largest logit or count."""
+(:func:`spikeflow.loss.spike_count_mse`, seed 004); ``first-spike`` the cross-entropy of
+the negative first-spike times (:func:`spikeflow.loss.first_spike_time_loss`). The
+prediction is the class with the largest logit or count, or the earliest spike."""
 INITS = ("default", "lsuv", "fluctuation")
 """Weight initialisation: the layers' own (``default``), data-driven LSUV for spiking
 layers (:func:`spikeflow.init.lsuv_`, seed 003) or fluctuation-driven
@@ -279,7 +280,7 @@ class TrainConfig:
             )
         if self.ann and not preset.has_ann:
             raise ValueError(f"preset {self.preset!r} has no ANN twin (ann=True is for the MLP and CNN presets)")
-        if self.ann and self.readout in ("count", "count-mse"):
+        if self.ann and self.readout in ("count", "count-mse", "first-spike"):
             raise ValueError("an ANN twin reads its output as logits: use a membrane readout (max, mean, last, sum)")
         from .. import surrogate as _sg  # validates the name with the surrogate module's message
         from ..backends import backend_names

@@ -16,7 +16,7 @@ seed004         seed 004's network: 784-128-10 current-based LIF, no biases
 ==============  ================================================================
 
 ``readout`` is a non-spiking ``LI`` layer for the membrane readouts and a spiking
-``LIF`` layer for ``count``/``count-mse``. With ``config.ann`` the spiking hidden
+``LIF`` layer for ``count``/``count-mse``/``first-spike``. With ``config.ann`` the spiking hidden
 neurons become ReLUs (the ANN twin an SNN is compared with).
 """
 
@@ -53,7 +53,7 @@ def _hidden(config: TrainConfig) -> torch.nn.Module:
 
 
 def _readout(config: TrainConfig) -> torch.nn.Module:
-    if config.readout in ("count", "count-mse"):
+    if config.readout in ("count", "count-mse", "first-spike"):
         return snn.LIF(config.readout_beta, surrogate=_surrogate(config), backend=config.backend)
     return snn.LI(config.readout_beta, backend=config.backend)
 

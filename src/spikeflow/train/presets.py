@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["PRESETS", "Preset", "build_model", "get_preset", "load_data"]
 
 MEMBRANE_READOUTS = ("max", "mean", "last", "sum")
-SPIKING_READOUTS = ("count", "count-mse")
+SPIKING_READOUTS = ("count", "count-mse", "first-spike")
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,8 @@ def translate(x: torch.Tensor, shift: int, generator: Optional[torch.Generator] 
 
 
 def _logits(config: TrainConfig, output: torch.Tensor) -> torch.Tensor:
+    if config.readout == "first-spike":
+        return -_loss.first_spike_times(output)
     if config.readout in ("count", "count-mse"):
         return output.sum(dim=0)
     return _loss.reduce_time(output, config.readout)
@@ -133,6 +135,8 @@ def _loss_of(config: TrainConfig, output: torch.Tensor, target: torch.Tensor) ->
         return _loss.spike_count_cross_entropy(output, target)
     if config.readout == "count-mse":
         return _loss.spike_count_mse(output, target, on=config.count_on, off=config.count_off)
+    if config.readout == "first-spike":
+        return _loss.first_spike_time_loss(output, target)
     return _loss.membrane_cross_entropy(output, target, reduce=config.readout)
 
 
