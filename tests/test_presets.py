@@ -260,3 +260,32 @@ def test_ctrl_c_then_resume_restores_the_schedule(tmp_path):
 def test_randman_preset_trains_on_spike_trains(tmp_path):
     summary = train(TrainConfig(preset="randman", epochs=1, steps=30, hidden=8, quiet=True, out=str(tmp_path)))
     assert summary["epochs"] == 1 and 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("init", ["lsuv", "fluctuation"])
+def test_data_driven_initialisation_runs_before_training(tmp_path, init):
+    summary = train(TrainConfig(**SMALL, init=init, out=str(tmp_path / "run")))
+    assert summary["test_accuracy"] > 0.1 and summary["mean_firing_rate"] > 0.0
+
+
+def test_lsuv_wakes_up_the_silent_seed003_network(tmp_path):
+    from spikeflow.train import load_data
+    from spikeflow.train.trainer import _encode_batch, _initialize
+
+    config = TrainConfig(preset="seed003", steps=100, init="lsuv", out=str(tmp_path))
+    x_train = load_data(config)[0][:64]
+    torch.manual_seed(0)
+    model = build_model(config)
+    xb = _encode_batch(config, x_train, None)
+    before = model(xb)[0].sum()
+    _initialize(config, model, x_train, torch.device("cpu"))
+    after = model(xb)[0].sum()
+    assert after > before  # the seed's default weights leave the output almost silent
+
+
+def test_init_needs_a_sequential_network():
+    with pytest.raises(ValueError, match="needs a spikeflow.nn.Sequential"):
+        from spikeflow.train.trainer import _initialize
+
+        config = TrainConfig(preset="seed001", init="lsuv")
+        _initialize(config, build_model(config), torch.rand(4, 1, 28, 28) - 0.5, torch.device("cpu"))

@@ -269,6 +269,34 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
         )
 
 
+_INIT_BATCH = 256
+
+
+def _initialize(config: TrainConfig, model: torch.nn.Module, x_train: torch.Tensor, device: torch.device) -> None:
+    """``config.init`` on the first ``_INIT_BATCH`` training inputs (encoded as in training).
+
+    ``lsuv`` sets every spiking layer's free membrane to mean 0 and standard deviation
+    0.5 thresholds on that batch (:func:`spikeflow.init.lsuv_`); ``fluctuation`` draws
+    the weights for the measured mean input per step as the input rate of every layer
+    (:func:`spikeflow.init.fluctuation_init_`).
+    """
+    from .. import init as _init
+    from ..nn import Sequential
+
+    if not isinstance(model, Sequential):
+        raise ValueError(
+            f"init={config.init!r} needs a spikeflow.nn.Sequential network; preset {config.preset!r} builds a "
+            f"{type(model).__name__}: use init='default'"
+        )
+    generator = torch.Generator().manual_seed(config.seed + 2)
+    xb = _encode_batch(config, x_train[:_INIT_BATCH], generator).to(device)
+    if config.init == "lsuv":
+        _init.lsuv_(model, xb, generator=generator)
+    else:
+        rate = float(xb.detach().abs().mean().clamp(min=1e-3))
+        _init.fluctuation_init_(model, rate=rate, generator=generator)
+
+
 def _payload(config, model, optimizer, scheduler, epoch, best_accuracy, best_epoch, history, generator) -> dict:
     return {
         "epoch": epoch,
@@ -346,6 +374,9 @@ def _train(
     scheduler = make_scheduler(config, optimizer, n_batches)
     per_batch_schedule = config.scheduler == "onecycle"
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
+
+    if checkpoint is None and config.init != "default":
+        _initialize(config, model, x_train, device)
 
     start_epoch, best_accuracy, best_epoch, history = 0, -1.0, 0, []
     if checkpoint is not None:
