@@ -35,10 +35,18 @@ def test_fields_default_to_the_presets_choice_and_explicit_values_win():
         assert TrainConfig.from_dict(config.to_dict()) == config
 
 
-def test_seed003_learning_rate_is_its_summed_loss_rate_times_the_batch():
+def test_seed003_learning_rate_matches_its_loss_scaling():
+    """Seed 003's batch loss is sum_b CE_b / C (C = 2 classes) with SGD(2e-2): the same
+    update as the batch mean of CE_b with lr 2e-2 * B / C."""
     config = TrainConfig(preset="seed003")
     assert config.optimizer == "sgd" and config.momentum == 0.9
-    assert math.isclose(config.lr / config.batch_size, 2e-2)
+    torch.manual_seed(0)
+    w = torch.randn(3, 2, requires_grad=True)
+    x, y = torch.randn(config.batch_size, 3), torch.randint(2, (config.batch_size,))
+    seed_loss = sum(F.cross_entropy((x[b] @ w)[None], y[b : b + 1]) / 2 for b in range(config.batch_size))
+    (seed_grad,) = torch.autograd.grad(seed_loss, w)
+    (our_grad,) = torch.autograd.grad(F.cross_entropy(x @ w, y), w)
+    torch.testing.assert_close(config.lr * our_grad, 2e-2 * seed_grad)
 
 
 @pytest.mark.parametrize(
@@ -124,12 +132,13 @@ def test_seed001_network_equals_the_seed_with_gradients():
 
     _, out1 = seed001_layer_loop(xs, lin1)
     states2, _ = seed001_layer_loop(out1, lin2)
-    seed_logits = torch.stack(states2).sum(0)  # OutputDataToSpikingPerceptronLayer(sum)
+    seed_logits = torch.stack(states2).mean(0)  # OutputDataToSpikingPerceptronLayer(average_output=False)
     assert torch.stack(out1).gt(0).any(), "the hidden layer must fire for the test to mean something"
     seed_grads = torch.autograd.grad(F.cross_entropy(seed_logits, torch.arange(B) % 10), [lin1.weight, lin2.weight])
 
     out, _ = net(torch.stack(xs).view(T, B, 1, 28, 28))
-    logits = out.sum(0)  # the "sum" readout
+    assert TrainConfig(preset="seed001").readout == "mean"
+    logits = out.mean(0)  # the "mean" readout
     torch.testing.assert_close(logits, seed_logits)
     grads = torch.autograd.grad(F.cross_entropy(logits, torch.arange(B) % 10), [lin1.weight, lin2.weight])
     for ours, theirs in zip(grads, seed_grads):

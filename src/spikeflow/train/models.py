@@ -105,8 +105,8 @@ class Seed001Net(torch.nn.Module):
     Both graded-LIF layers have ``beta`` = ``config.beta`` (0.9), threshold 2 and
     reset penalty 2.5; the linear weights are Xavier-uniform, the biases PyTorch's
     default, as in the seed. The output at step ``t`` is the last layer's membrane
-    ``v[t-1]`` (``v[-1] = 0``), the seed's ``delayed_return_state``; summed over time
-    (the ``sum`` readout) it gives the seed's logits.
+    ``v[t-1]`` (``v[-1] = 0``), the seed's ``delayed_return_state``; averaged over time
+    (the ``mean`` readout) it gives the seed's logits.
     """
 
     def __init__(self, config: TrainConfig) -> None:

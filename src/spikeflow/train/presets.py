@@ -16,8 +16,9 @@ seed004        seed 004's current-LIF network, latency input, count MSE     MNIS
 MNIST presets read an MNIST-format folder from ``config.data_dir`` or
 ``$SPIKEFLOW_DATA`` (with only the t10k files: train = images 0..7999, test =
 8000..9999). The seed presets rebuild the seed networks with their
-hyper-parameters; where a seed sums its loss over the batch (seed 003), the
-equivalent learning rate for the mean loss is given (SGD is linear in the loss).
+hyper-parameters; where a seed scales its loss differently from the batch mean
+(seed 003 sums it), the equivalent learning rate for the mean loss is given (SGD is
+linear in the loss).
 """
 
 from __future__ import annotations
@@ -175,7 +176,9 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             classes=10,
             defaults={
                 "epochs": 8, "batch_size": 1000, "lr": 0.1, "optimizer": "sgd", "momentum": 0.5, "hidden": 100,
-                "steps": 128, "encoding": "multiplicative", "readout": "sum",
+                # its OutputDataToSpikingPerceptronLayer(average_output=False) *averages*
+                # over time (the flag's branches are swapped), whatever its comment says
+                "steps": 128, "encoding": "multiplicative", "readout": "mean",
             },
             readouts=MEMBRANE_READOUTS,
         ),
@@ -187,8 +190,10 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             classes=2,
             input="sequence",
             defaults={
-                # the seed: SGD(2e-2, momentum 0.9) on the loss *summed* over 48 samples
-                "epochs": 20, "batch_size": 48, "lr": 2e-2 * 48, "optimizer": "sgd", "momentum": 0.9,
+                # the seed: SGD(2e-2, momentum 0.9) on the sum over its 48 samples of each
+                # sample's cross-entropy divided by the number of classes (2; its
+                # `one_hot_crossentropy` runs per sample under vmap): lr 2e-2 * 48 / 2 here
+                "epochs": 20, "batch_size": 48, "lr": 2e-2 * 48 / 2, "optimizer": "sgd", "momentum": 0.9,
                 "hidden": 32, "steps": 100, "encoding": "none", "readout": "count", "beta": 0.95,
             },
             readouts=SPIKING_READOUTS,
