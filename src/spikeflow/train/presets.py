@@ -7,7 +7,7 @@ preset         what                                                         data
 digits-mlp     64-128-10 spiking MLP, LI max readout (the default)          built in
 mnist-mlp      784-800-10 spiking MLP, direct input, LI max readout         MNIST
 mnist-cnn      two conv blocks (32, 64 channels) with BN, LI max readout    MNIST
-randman        seed 003's task and network, tuned (Adam, cosine schedule)   generated
+randman        seed 003's task and network, LSUV init, cosine schedule      generated
 seed001        seed 001's SpikingNet with its settings                      MNIST
 seed003        seed 003's recurrent current-LIF network on Randman          generated
 seed004        seed 004's current-LIF network, latency input, count MSE     MNIST
@@ -156,14 +156,15 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
         ),
         "randman": Preset(
             name="randman",
-            description="Randman (seed 003's task): 16-32-2 recurrent current-LIF network, Adam",
+            description="Randman (seed 003's task and network) with LSUV initialisation and a cosine schedule",
             load_data=_randman,
             build=_build("seed003"),
             classes=2,
             input="sequence",
             defaults={
-                "epochs": 20, "batch_size": 48, "lr": 2e-3, "hidden": 32, "steps": 100, "encoding": "none",
-                "readout": "count", "beta": 0.95, "scheduler": "cosine",
+                "epochs": 20, "batch_size": 48, "lr": 0.48, "optimizer": "sgd", "momentum": 0.9, "hidden": 32,
+                "steps": 100, "encoding": "none", "readout": "count", "beta": 0.95, "scheduler": "cosine",
+                "init": "lsuv",
             },
             readouts=SPIKING_READOUTS,
             threads=1,
