@@ -298,3 +298,49 @@ def test_init_needs_a_sequential_network():
 
         config = TrainConfig(preset="seed001", init="lsuv")
         _initialize(config, build_model(config), torch.rand(4, 1, 28, 28) - 0.5, torch.device("cpu"))
+
+
+def test_tensorboard_logs_scalars_rates_and_histograms(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = train(TrainConfig(**{**SMALL, "epochs": 2}, tensorboard=True, out=str(tmp_path / "run")))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"histograms": 0})
+    events.Reload()
+    tags = events.Tags()
+    test_acc = [e.value for e in events.Scalars("test/accuracy")]
+    assert test_acc == pytest.approx([r["test_accuracy"] for r in summary["history"]])
+    assert [e.step for e in events.Scalars("train/train_loss")] == [1, 2]
+    assert "firing_rate/layers.1" in tags["scalars"]  # layer 1 of the Sequential is the LIF
+    rate = events.Scalars("firing_rate/layers.1")[-1].value
+    assert rate == pytest.approx(summary["history"][-1]["firing_rate"], rel=1e-5)
+    histogram = events.Histograms("spike_counts/layers.1")[-1].histogram_value
+    assert histogram.num == 16  # one count per hidden neuron
+    # the counts sum to the spikes of the epoch: rate * entries (T * samples * neurons)
+    assert histogram.sum == pytest.approx(rate * 4 * 1438 * 16, rel=1e-4)
+
+
+def test_rate_regulariser_pulls_the_firing_rate_towards_its_bounds(tmp_path):
+    free = train(TrainConfig(**SMALL, beta=0.99, out=str(tmp_path / "a")))
+    held = train(TrainConfig(**SMALL, beta=0.99, rate_reg=50.0, out=str(tmp_path / "b")))
+    assert free["history"][0]["firing_rate"] > 0.1  # above the ceiling
+    assert held["history"][0]["firing_rate"] < free["history"][0]["firing_rate"]
+
+
+def test_layer_activity_counts_spikes_per_layer_and_neuron():
+    from spikeflow import nn as snn
+    from spikeflow.train.monitor import LayerActivity
+
+    net = snn.Sequential(snn.LIF(0.0), snn.LI(0.5))  # beta 0: spikes = (x > 1)
+    x = torch.tensor([[[2.0, 0.0, 2.0]], [[0.0, 2.0, 2.0]]])  # [T=2, B=1, 3]
+    with LayerActivity(net, keep_outputs=True) as activity:
+        net(x)
+        net(x)
+        assert activity.names == ["layers.0"]  # the LI readout is not a spiking layer
+        assert activity.rates() == {"layers.0": pytest.approx(8 / 12)}
+        assert activity.counts()["layers.0"].tolist() == [2, 2, 4]
+        assert activity.outputs()["layers.0"].shape == (2, 1, 3)
+        activity.reset()
+        assert activity.rate == 0.0 and activity.counts() == {}
+    net(x)  # hooks removed: nothing is counted after close
+    assert activity.counts() == {}

@@ -32,6 +32,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import RESUMABLE_CHANGES, TrainConfig
+from .monitor import LayerActivity, TensorBoardLogger
 from .presets import Preset, get_preset
 
 __all__ = ["evaluate", "make_optimizer", "make_scheduler", "seed_everything", "train"]
@@ -140,41 +141,6 @@ def _loss_of(config: TrainConfig, output: torch.Tensor, target: torch.Tensor) ->
     return _loss.membrane_cross_entropy(output, target, reduce=config.readout)
 
 
-class _FiringRates:
-    """Counts the spikes of every spiking neuron layer through forward hooks.
-
-    The rate is the fraction of (neuron, step, sample) entries with a non-zero
-    output, over all spiking layers (non-spiking ``LI`` readouts excluded).
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        from ..nn import LI, Neuron
-
-        self.handles = [
-            module.register_forward_hook(self._hook)
-            for module in model.modules()
-            if isinstance(module, Neuron) and not isinstance(module, LI)
-        ]
-        self.reset()
-
-    def reset(self) -> None:
-        self.spikes: Any = 0
-        self.total = 0
-
-    def _hook(self, module, args, output) -> None:
-        out = output[0] if isinstance(output, tuple) else output
-        self.spikes = self.spikes + (out.detach() != 0).sum()
-        self.total += out.numel()
-
-    @property
-    def rate(self) -> float:
-        return float(self.spikes) / self.total if self.total else 0.0
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
 def _autocast(config: TrainConfig, device: torch.device | str):
     """Mixed precision for ``config.amp``: bfloat16 on the CPU, float16 on CUDA."""
     device = torch.device(device)
@@ -198,7 +164,7 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
-    rates = _FiringRates(model)
+    rates = LayerActivity(model)
     generator = torch.Generator().manual_seed(config.seed + 1) if config.encoding in _STOCHASTIC else None
     total_loss, correct = 0.0, 0
     try:
@@ -295,6 +261,28 @@ def _initialize(config: TrainConfig, model: torch.nn.Module, x_train: torch.Tens
     else:
         rate = float(xb.detach().abs().mean().clamp(min=1e-3))
         _init.fluctuation_init_(model, rate=rate, generator=generator)
+
+
+RATE_FLOOR = 0.01
+"""Per-neuron floor of the firing-rate regulariser, in spikes per step."""
+RATE_CEILING = 0.1
+"""Population ceiling of the firing-rate regulariser, in spikes per step."""
+
+
+def _rate_penalty(config: TrainConfig, activity: LayerActivity) -> torch.Tensor:
+    """The sum over the hidden spiking layers of :func:`spikeflow.loss.rate_regularizer`
+    with a floor of ``RATE_FLOOR * T`` spikes per neuron and a ceiling of
+    ``RATE_CEILING * T`` spikes on the population mean (the output layer is left
+    to the loss)."""
+    outputs = list(activity.outputs().values())
+    activity.clear_outputs()
+    if config.readout in ("count", "count-mse", "first-spike"):
+        outputs = outputs[:-1]  # the spiking output layer
+    total = 0.0
+    for spikes in outputs:
+        steps = spikes.shape[0]
+        total = total + _loss.rate_regularizer(spikes.float(), lower=RATE_FLOOR * steps, upper=RATE_CEILING * steps)
+    return total
 
 
 def _payload(config, model, optimizer, scheduler, epoch, best_accuracy, best_epoch, history, generator) -> dict:
@@ -394,7 +382,10 @@ def _train(
         history = list(checkpoint.get("history", []))
 
     augment = config.augment if preset.images else 0
-    rates = _FiringRates(model)
+    rates = LayerActivity(model, keep_outputs=config.rate_reg > 0)
+    board = TensorBoardLogger(out_dir / "tensorboard") if config.tensorboard else None
+    if board is not None:
+        board.log_config(config.to_dict())
     record = history[-1] if history else None  # the metrics of the last epoch
     train_metrics: dict[str, float] = {}
     try:
@@ -414,8 +405,9 @@ def _train(
                     with _autocast(config, device):
                         output, _ = model(xb)  # [T, B, C]
                     batch_loss = _loss_of(config, output, yb)
+                    objective = batch_loss + config.rate_reg * _rate_penalty(config, rates) if config.rate_reg else batch_loss
                     optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(batch_loss).backward()
+                    scaler.scale(objective).backward()
                     if config.grad_clip > 0:
                         scaler.unscale_(optimizer)
                         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -439,7 +431,10 @@ def _train(
                     "firing_rate": rates.rate,
                     "lr": optimizer.param_groups[0]["lr"],
                 }
+                if board is not None:
+                    board.log_activity(epoch, rates)  # the training epoch's spikes
                 result = evaluate(model, x_test, y_test, config, device=device)
+                rates.clear_outputs()
                 bar.set_postfix(
                     loss=f"{train_metrics['train_loss']:.4f}", acc=f"{train_metrics['train_accuracy']:.3f}",
                     rate=f"{train_metrics['firing_rate']:.3f}", test=f"{result['accuracy']:.3f}",
@@ -455,6 +450,10 @@ def _train(
                 "time_s": time.perf_counter() - epoch_started,
             }
             history.append(record)
+            if board is not None:
+                board.log_metrics(epoch, {k: v for k, v in train_metrics.items()}, "train")
+                board.log_metrics(epoch, result, "test")
+                board.log_metrics(epoch, {"epoch_time_s": record["time_s"]})
             improved = result["accuracy"] > best_accuracy
             if improved:
                 best_accuracy, best_epoch = result["accuracy"], epoch
@@ -468,6 +467,8 @@ def _train(
                 on_epoch(dict(record))
     finally:
         rates.close()
+        if board is not None:
+            board.close()
 
     if record is None:  # pragma: no cover - epochs >= 1 and a checkpoint holds >= 1 epoch
         raise AssertionError("no epoch was trained or recorded")
