@@ -144,12 +144,13 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
         ),
         "mnist-cnn": Preset(
             name="mnist-cnn",
-            description="MNIST, 2 conv blocks (32, 64 channels, BN, max-pool), direct input for 4 steps",
+            description="MNIST, 2 conv blocks (32, 64 channels, BN, max-pool), direct input for 4 steps, shifts",
             load_data=_mnist_images,
             build=_build("mnist_cnn"),
             classes=10,
             defaults={
-                "epochs": 15, "batch_size": 64, "lr": 1e-3, "hidden": 32, "steps": 4, "scheduler": "cosine",
+                "epochs": 20, "batch_size": 64, "lr": 1e-3, "hidden": 32, "steps": 4, "scheduler": "cosine",
+                "augment": 2,
             },
             has_ann=True,
             images=True,
