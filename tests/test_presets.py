@@ -311,10 +311,10 @@ def test_tensorboard_logs_scalars_rates_and_histograms(tmp_path):
     test_acc = [e.value for e in events.Scalars("test/accuracy")]
     assert test_acc == pytest.approx([r["test_accuracy"] for r in summary["history"]])
     assert [e.step for e in events.Scalars("train/train_loss")] == [1, 2]
-    assert "firing_rate/layers.1" in tags["scalars"]  # layer 1 of the Sequential is the LIF
-    rate = events.Scalars("firing_rate/layers.1")[-1].value
+    assert "firing_rate/1" in tags["scalars"]  # layer 1 of the Sequential is the LIF
+    rate = events.Scalars("firing_rate/1")[-1].value
     assert rate == pytest.approx(summary["history"][-1]["firing_rate"], rel=1e-5)
-    histogram = events.Histograms("spike_counts/layers.1")[-1].histogram_value
+    histogram = events.Histograms("spike_counts/1")[-1].histogram_value
     assert histogram.num == 16  # one count per hidden neuron
     # the counts sum to the spikes of the epoch: rate * entries (T * samples * neurons)
     assert histogram.sum == pytest.approx(rate * 4 * 1438 * 16, rel=1e-4)
@@ -325,22 +325,3 @@ def test_rate_regulariser_pulls_the_firing_rate_towards_its_bounds(tmp_path):
     held = train(TrainConfig(**SMALL, beta=0.99, rate_reg=50.0, out=str(tmp_path / "b")))
     assert free["history"][0]["firing_rate"] > 0.1  # above the ceiling
     assert held["history"][0]["firing_rate"] < free["history"][0]["firing_rate"]
-
-
-def test_layer_activity_counts_spikes_per_layer_and_neuron():
-    from spikeflow import nn as snn
-    from spikeflow.train.monitor import LayerActivity
-
-    net = snn.Sequential(snn.LIF(0.0), snn.LI(0.5))  # beta 0: spikes = (x > 1)
-    x = torch.tensor([[[2.0, 0.0, 2.0]], [[0.0, 2.0, 2.0]]])  # [T=2, B=1, 3]
-    with LayerActivity(net, keep_outputs=True) as activity:
-        net(x)
-        net(x)
-        assert activity.names == ["layers.0"]  # the LI readout is not a spiking layer
-        assert activity.rates() == {"layers.0": pytest.approx(8 / 12)}
-        assert activity.counts()["layers.0"].tolist() == [2, 2, 4]
-        assert activity.outputs()["layers.0"].shape == (2, 1, 3)
-        activity.reset()
-        assert activity.rate == 0.0 and activity.counts() == {}
-    net(x)  # hooks removed: nothing is counted after close
-    assert activity.counts() == {}

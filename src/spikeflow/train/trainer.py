@@ -32,7 +32,9 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import RESUMABLE_CHANGES, TrainConfig
-from .monitor import LayerActivity, TensorBoardLogger
+from .activity import LayerActivity
+from .distributed import DistributedContext
+from .tensorboard import TensorBoardLogger
 from .presets import Preset, get_preset
 
 __all__ = ["evaluate", "make_optimizer", "make_scheduler", "seed_everything", "train"]
@@ -329,16 +331,18 @@ def train(config: TrainConfig | None = None, *, on_epoch: Optional[Callable[[dic
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    ctx = DistributedContext.from_env(device).setup()  # a plain run unless launched by torchrun
     try:
-        return _train(config, preset, device, started, on_epoch)
+        return _train(config, preset, ctx.device, started, on_epoch, ctx)
     finally:
+        ctx.teardown()
         if threads:
             torch.set_num_threads(previous_threads)
 
 
 def _train(
     config: TrainConfig, preset: Preset, device: torch.device, started: float,
-    on_epoch: Optional[Callable[[dict], None]],
+    on_epoch: Optional[Callable[[dict], None]], ctx: DistributedContext,
 ) -> dict[str, Any]:
     out_dir = config.out_dir
     last_path, best_path = out_dir / LAST, out_dir / BEST
@@ -357,7 +361,7 @@ def _train(
     model = preset.build(config).to(device)
     generator = torch.Generator().manual_seed(config.seed)  # shuffling, encoding, augmentation (CPU)
     n_train = len(x_train)
-    n_batches = math.ceil(n_train / config.batch_size)
+    n_batches = math.ceil((n_train // ctx.world_size) / config.batch_size)
     optimizer = make_optimizer(config, model.parameters())
     scheduler = make_scheduler(config, optimizer, n_batches)
     per_batch_schedule = config.scheduler == "onecycle"
@@ -383,7 +387,8 @@ def _train(
 
     augment = config.augment if preset.images else 0
     rates = LayerActivity(model, keep_outputs=config.rate_reg > 0)
-    board = TensorBoardLogger(out_dir / "tensorboard") if config.tensorboard else None
+    network = ctx.wrap(model)  # DistributedDataParallel under torchrun, else the model itself
+    board = TensorBoardLogger(out_dir / "tensorboard") if config.tensorboard and ctx.is_main else None
     if board is not None:
         board.log_config(config.to_dict())
     record = history[-1] if history else None  # the metrics of the last epoch
@@ -393,17 +398,17 @@ def _train(
             epoch_started = time.perf_counter()
             model.train()
             rates.reset()
-            order = torch.randperm(n_train, generator=generator)
+            order = ctx.shard(torch.randperm(n_train, generator=generator))  # the same on every rank
             total_loss, correct, seen = 0.0, 0, 0
-            bar = _progress(n_batches, f"epoch {epoch}/{config.epochs}", config.quiet)
+            bar = _progress(n_batches, f"epoch {epoch}/{config.epochs}", config.quiet or not ctx.is_main)
             try:
-                for start in range(0, n_train, config.batch_size):
+                for start in range(0, len(order), config.batch_size):
                     index = order[start : start + config.batch_size]
                     xb = translate(x_train[index], augment, generator) if augment else x_train[index]
                     xb = _encode_batch(config, xb, generator).to(device)  # [T, B, ...]
                     yb = y_train[index].to(device)
                     with _autocast(config, device):
-                        output, _ = model(xb)  # [T, B, C]
+                        output, _ = network(xb)  # [T, B, C]
                     batch_loss = _loss_of(config, output, yb)
                     objective = batch_loss + config.rate_reg * _rate_penalty(config, rates) if config.rate_reg else batch_loss
                     optimizer.zero_grad(set_to_none=True)
@@ -425,6 +430,8 @@ def _train(
                     )
                 if scheduler is not None and not per_batch_schedule:
                     scheduler.step()
+                total_loss, correct, seen = ctx.all_reduce_sum([total_loss, correct, seen])  # over all ranks
+                ctx.all_reduce_activity(rates)
                 train_metrics = {
                     "train_loss": total_loss / seen,
                     "train_accuracy": correct / seen,
@@ -460,9 +467,11 @@ def _train(
             payload = _payload(
                 config, model, optimizer, scheduler, epoch, best_accuracy, best_epoch, history, generator
             )
-            if improved:
-                save_checkpoint(best_path, payload)
-            save_checkpoint(last_path, payload)
+            if ctx.is_main:
+                if improved:
+                    save_checkpoint(best_path, payload)
+                save_checkpoint(last_path, payload)
+            ctx.barrier()
             if on_epoch is not None:
                 on_epoch(dict(record))
     finally:
@@ -489,6 +498,7 @@ def _train(
         "epoch_time_s": float(np.median(epoch_times)),
         "resumed_from_epoch": start_epoch if checkpoint is not None else None,
         "device": str(device),
+        "world_size": ctx.world_size,
         "checkpoints": {"last": os.fspath(last_path), "best": os.fspath(best_path)},
         "config": config.to_dict(),
         "history": history,
