@@ -55,6 +55,28 @@ def run(name: str, data_dir: str | None) -> dict:
     return summary
 
 
+IGNORED = {"out", "threads", "quiet", "data_dir", "device", "backend", "resume", "tensorboard"}
+
+
+def imported(name: str, path: str) -> dict:
+    """A summary that ``spikeflow train --preset ... --json PATH`` wrote, checked to be
+    the run this script would do (the preset's defaults apart from ``IGNORED``)."""
+    from spikeflow.train import TrainConfig
+
+    preset, extra, target, what = RUNS[name]
+    summary = json.loads(Path(path).read_text())
+    expected = TrainConfig(preset=preset, **extra).to_dict()
+    ran = summary["config"]
+    differs = {k: (ran.get(k), v) for k, v in expected.items() if k not in IGNORED and ran.get(k) != v}
+    if differs:
+        raise SystemExit(f"{path} is not the {name} run: (ran, expected) differ in {differs}")
+    summary.pop("checkpoints", None)
+    summary["config"].pop("out", None)
+    summary.update(run=name, target=target, target_description=what, imported_from_cli=True,
+                   meets_target=None if target is None else summary["test_accuracy"] >= target)
+    return summary
+
+
 def table(results: dict) -> str:
     lines = [
         "| run | epochs | test accuracy | target | s / epoch | firing rate |",
@@ -81,11 +103,14 @@ def main() -> None:
     parser.add_argument("runs", nargs="*", choices=[[], *RUNS], help="runs to do (default: all)")
     parser.add_argument("--data-dir", default=os.environ.get("SPIKEFLOW_DATA"), help="MNIST folder")
     parser.add_argument("--results", default=str(HERE / "results" / "train_presets.json"))
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="RUN=SUMMARY.json",
+                        help="take a run from a `spikeflow train --json` summary instead of training it")
     args = parser.parse_args()
     path = Path(args.results)
     saved = json.loads(path.read_text()) if path.exists() else {"runs": {}}
-    for name in args.runs or list(RUNS):
-        saved["runs"][name] = run(name, args.data_dir)
+    todo = [(name, None) for name in args.runs] + [tuple(item.split("=", 1)) for item in args.imports]
+    for name, summary_path in todo or [(name, None) for name in RUNS]:
+        saved["runs"][name] = run(name, args.data_dir) if summary_path is None else imported(name, summary_path)
         saved["machine"] = machine_info()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
