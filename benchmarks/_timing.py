@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import gc
+import json
+import math
 import os
 import platform
 import statistics
@@ -19,12 +21,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 __all__ = [
     "Timed",
+    "json_safe",
     "library_versions",
     "load_average",
     "machine_info",
     "quantile",
     "round_robin",
     "summarize",
+    "write_report",
 ]
 
 
@@ -195,3 +199,24 @@ def machine_info() -> Dict[str, object]:
         "torch_cuda_available": torch.cuda.is_available(),
         "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
     }
+
+
+def json_safe(value):
+    """``value`` with NaN/inf floats (also inside dicts and lists) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_report(report: dict, path: str) -> None:
+    """Write ``report`` as indented JSON to ``path`` atomically (temporary file, rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, allow_nan=False, default=str)
+        f.write("\n")
+    os.replace(tmp, path)

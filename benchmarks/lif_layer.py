@@ -28,7 +28,6 @@ import datetime as _dt
 import gc
 import inspect
 import json
-import math
 import os
 import subprocess
 import sys
@@ -45,11 +44,13 @@ import torch  # noqa: E402
 
 from _timing import (  # noqa: E402
     Timed,
+    json_safe,
     library_versions,
     load_average,
     machine_info,
     round_robin,
     summarize,
+    write_report,
 )
 
 SCHEMA = "spikeflow-bench/lif_layer/1"
@@ -720,26 +721,6 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, allow_nan=False, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _clean(value):
-    """JSON-safe: NaN/inf -> None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -784,7 +765,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     if args.memory_probe:
         name, mode, size = args.memory_probe
-        print(json.dumps(_clean(memory_probe(name, mode, parse_size(size), args.seed))))
+        print(json.dumps(json_safe(memory_probe(name, mode, parse_size(size), args.seed))))
         return {}
 
     started = time.perf_counter()
@@ -860,7 +841,7 @@ def main(argv=None) -> dict:
             print(f"[lif_layer] {label} {mode} ...", flush=True)
             report["results"].append(time_config(impls, size, mode, args))
             report["wall_s"] = round(time.perf_counter() - started, 1)
-            write_report(_clean(report), args.out)  # partial results survive an interruption
+            write_report(json_safe(report), args.out)  # partial results survive an interruption
     if args.memory:
         report["memory"] = {
             "method": "peak RSS (VmHWM, reset via /proc/self/clear_refs just before the call) minus RSS before "
@@ -870,7 +851,7 @@ def main(argv=None) -> dict:
         }
     report["machine"]["load_average_end"] = load_average()
     report["wall_s"] = round(time.perf_counter() - started, 1)
-    report = _clean(report)
+    report = json_safe(report)
     report["markdown"] = markdown_table(report)
     write_report(report, args.out)
     md_path = os.path.splitext(args.out)[0] + ".md"

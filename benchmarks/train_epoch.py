@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
-import json
-import math
 import os
 import statistics
 import sys
@@ -43,7 +41,14 @@ if HERE not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from _timing import library_versions, load_average, machine_info, quantile  # noqa: E402
+from _timing import (  # noqa: E402
+    json_safe,
+    library_versions,
+    load_average,
+    machine_info,
+    quantile,
+    write_report,
+)
 
 SCHEMA = "spikeflow-bench/train_epoch/1"
 N_IN, N_HIDDEN, N_OUT = 784, 1000, 10
@@ -660,25 +665,6 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
-def write_report(report: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, allow_nan=False, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -857,7 +843,7 @@ def main(argv=None) -> dict:
         "timing_wall_s": round(timing_wall, 1),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    report = _clean(report)
+    report = json_safe(report)
     report["markdown"] = markdown_table(report)
     write_report(report, args.out)
     with open(os.path.splitext(args.out)[0] + ".md", "w", encoding="utf-8") as f:
