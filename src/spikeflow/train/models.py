@@ -22,8 +22,6 @@ neurons become ReLUs (the ANN twin an SNN is compared with).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .. import nn as snn
@@ -138,14 +136,6 @@ def build_seed001(config: TrainConfig) -> torch.nn.Module:
     return Seed001Net(config)
 
 
-def _xavier_uniform_like_seed003(weight: torch.Tensor) -> None:
-    """``U(-lim, lim)`` with ``lim = sqrt(6 / (fan_in + fan_out))`` (seed 003's ``init_weights``)."""
-    fan_out, fan_in = weight.shape
-    bound = math.sqrt(6.0 / (fan_in + fan_out))
-    with torch.no_grad():
-        weight.uniform_(-bound, bound)
-
-
 def _seed003_layer(config: TrainConfig, size: int) -> torch.nn.Module:
     """Seed 003's ``lif_step``: membrane decay 0.95 (its alpha), synaptic 0.9 (its beta)
     and recurrent 0.85 (its betar), both currents normalised, the feed-forward current
@@ -178,7 +168,8 @@ def build_seed003(config: TrainConfig) -> torch.nn.Module:
     net = snn.Sequential(*layers)
     for module in net.modules():
         if isinstance(module, torch.nn.Linear):
-            _xavier_uniform_like_seed003(module.weight)
+            # U(-lim, lim), lim = sqrt(6 / (fan_in + fan_out)): seed 003's init_weights
+            torch.nn.init.xavier_uniform_(module.weight)
     return net
 
 
