@@ -39,6 +39,8 @@ __all__ = [
     "atomic_write_bytes",
     "capture_rng_state",
     "load_checkpoint",
+    "read_weights_only",
+    "save_weights_only",
     "restore_rng_state",
     "save_checkpoint",
 ]
@@ -96,9 +98,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
         raise ValueError(f"checkpoint payload lacks {', '.join(missing)}")
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_weights_only(path, payload)
 
 
 def _reason(error: BaseException) -> str:
@@ -107,6 +107,29 @@ def _reason(error: BaseException) -> str:
     head, dot, _ = text.partition(". ")
     text = head + ("." if dot else "")
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+def read_weights_only(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)``; a missing, truncated or corrupt file, or
+    one holding objects other than tensors and plain values, is a
+    :class:`CheckpointError` naming ``what`` and the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as error:
+        raise CheckpointError(
+            f"{what} {path} is corrupt or truncated and cannot be read ({_reason(error)})"
+            + ("; delete it or start a new run without resume" if what == "checkpoint" else "")
+        ) from error
+
+
+def save_weights_only(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (tensors and plain values only) atomically with ``torch.save``."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -118,15 +141,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             training checkpoint. The message names the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as error:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated and cannot be read ({_reason(error)}); "
-            f"delete it or start a new run without resume"
-        ) from error
+    payload = read_weights_only(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(

@@ -1,0 +1,100 @@
+"""Convert trained ANNs into spiking networks.
+
+A staged pipeline over a copy of the model (torch itself is never patched):
+
+1. **trace** (:func:`trace`): capture the model with ``torch.fx`` as a
+   :class:`LayerGraph` of known layers; anything else is an error naming the node.
+2. **fold** (:func:`fold_batchnorm`): BatchNorm into the Linear / Conv before it.
+3. **calibrate** (:func:`calibrate`): the scale of every activation from data
+   (maximum or percentile, per layer or per channel).
+4. **replace**: activations become spiking neurons, max pooling its spiking form,
+   as the coding scheme says (:data:`CODINGS`).
+5. **finalize**: spike values folded into the weights that read them.
+
+:func:`convert` runs all five::
+
+    from spikeflow.convert import convert, simulate
+    snn = convert(ann, calibration_images, coding="rate")
+    logits = simulate(snn, test_images, timesteps=[8, 16, 32])   # {T: [B, classes]}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Union
+
+import torch
+
+from .calibrate import Calibration, Normalization, activation_nodes, calibrate
+from .fold import batchnorm_affine, fold_batchnorm
+from .graph import SUPPORTED, ConversionError, Kind, LayerGraph, Node, trace
+from .layers import Scale, SpikingMaxPool
+from .network import SpikingNetwork, Step, register_layer
+from .rate import rate_network
+from .replace import finalize, to_spiking
+from .simulate import simulate
+
+__all__ = [
+    "CODINGS",
+    "Calibration",
+    "ConversionError",
+    "Kind",
+    "LayerGraph",
+    "Node",
+    "Normalization",
+    "SUPPORTED",
+    "Scale",
+    "SpikingMaxPool",
+    "SpikingNetwork",
+    "Step",
+    "activation_nodes",
+    "batchnorm_affine",
+    "calibrate",
+    "convert",
+    "finalize",
+    "fold_batchnorm",
+    "rate_network",
+    "register_layer",
+    "simulate",
+    "to_spiking",
+    "trace",
+]
+
+#: Coding schemes: ``name -> build(graph, calibration, **options) -> SpikingNetwork``.
+CODINGS: dict[str, Callable[..., SpikingNetwork]] = {"rate": rate_network}
+
+
+def convert(
+    model: Union[torch.nn.Module, LayerGraph],
+    data: Optional[Union[torch.Tensor, Iterable]] = None,
+    *,
+    coding: str = "rate",
+    normalization: Normalization | str = "percentile",
+    percentile: float = 99.99,
+    per_channel: bool = False,
+    max_samples: int = 2000,
+    **options: Any,
+) -> SpikingNetwork:
+    """Convert a trained ANN into a spiking network.
+
+    Args:
+        model: a ``torch.nn.Module`` (see :data:`SUPPORTED`) or a :class:`LayerGraph`
+            (for example from an ONNX file).
+        data: calibration inputs ``[N, ...]`` or an iterable of batches.
+        coding: a key of :data:`CODINGS`.
+        normalization, percentile, per_channel, max_samples: for :func:`calibrate`.
+        options: for the coding's builder (``initial_membrane``, ...).
+    """
+    if coding not in CODINGS:
+        raise ValueError(f"unknown coding {coding!r}; expected one of {sorted(CODINGS)}")
+    graph = fold_batchnorm(trace(model))
+    calibration = calibrate(
+        graph, data, method=normalization, percentile=percentile, per_channel=per_channel, max_samples=max_samples
+    )
+    info = {
+        "coding": coding,
+        "normalization": Normalization.parse(normalization).value,
+        "percentile": float(percentile),
+        "per_channel": bool(per_channel),
+        "source": type(model).__name__,
+    }
+    return CODINGS[coding](graph, calibration, info=info, **options)

@@ -1,0 +1,282 @@
+"""The result of a conversion: :class:`SpikingNetwork`, an ordinary spikeflow model.
+
+A spiking network is a graph of layers over time-major tensors ``[T, B, ...]``:
+stateless layers (Linear, Conv, pooling, Flatten, :class:`~spikeflow.convert.layers.Scale`)
+run on all time steps at once, stateful ones (spikeflow neurons, spiking max
+pooling) walk through time with explicit state, and residual additions and
+concatenations join branches. Like every spikeflow layer it is called as
+``out, state = net(x, state)``, so a long input can be fed in pieces.
+
+``net.save(path)`` writes the architecture (JSON) and the weights (tensors only)
+atomically; :meth:`SpikingNetwork.load` reads it back with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from .. import nn as snn
+from ..nn._layers import Flatten, TimeDistributed, check_sequence
+from ..train.checkpoint import CheckpointError, read_weights_only, save_weights_only
+from .layers import Scale, SpikingMaxPool
+
+__all__ = ["FORMAT", "Step", "SpikingNetwork", "register_layer", "layer_config", "build_layer"]
+
+#: The ``format`` entry of a saved network.
+FORMAT = "spikeflow.spiking-network/1"
+
+
+@dataclass
+class Step:
+    """One node of a :class:`SpikingNetwork`.
+
+    Attributes:
+        name: unique node name.
+        op: ``input``, ``layer`` (a module, stateless or stateful), ``add``, ``cat``
+            or ``output``.
+        inputs: names of the nodes it reads.
+        attrs: ``dim`` for ``cat``; for a neuron layer ``initial_membrane``, the
+            membrane at ``t = 0`` as a fraction of the threshold.
+    """
+
+    name: str
+    op: str
+    inputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+# -- layer (de)serialization ---------------------------------------------------------
+_TORCH_LAYERS: dict[str, tuple[type, list[str]]] = {
+    "Linear": (torch.nn.Linear, ["in_features", "out_features"]),
+    "Conv1d": (torch.nn.Conv1d, ["in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"]),
+    "Conv2d": (torch.nn.Conv2d, ["in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"]),
+    "BatchNorm1d": (torch.nn.BatchNorm1d, ["num_features", "eps"]),
+    "BatchNorm2d": (torch.nn.BatchNorm2d, ["num_features", "eps"]),
+    "AvgPool1d": (torch.nn.AvgPool1d, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"]),
+    "AvgPool2d": (torch.nn.AvgPool2d, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"]),
+    "AdaptiveAvgPool1d": (torch.nn.AdaptiveAvgPool1d, ["output_size"]),
+    "AdaptiveAvgPool2d": (torch.nn.AdaptiveAvgPool2d, ["output_size"]),
+    "MaxPool1d": (torch.nn.MaxPool1d, ["kernel_size", "stride", "padding", "dilation", "ceil_mode"]),
+    "MaxPool2d": (torch.nn.MaxPool2d, ["kernel_size", "stride", "padding", "dilation", "ceil_mode"]),
+}
+
+#: Classes with ``config()`` / ``from_config()`` that a saved network may hold.
+_CUSTOM_LAYERS: dict[str, type] = {"Scale": Scale, "SpikingMaxPool": SpikingMaxPool}
+
+
+def register_layer(cls: type) -> type:
+    """Allow instances of ``cls`` (which has ``config()`` and ``from_config()``) in saved
+    networks. Usable as a class decorator."""
+    if not (hasattr(cls, "config") and hasattr(cls, "from_config")):
+        raise TypeError(f"{cls.__name__} needs config() and from_config() to be saved")
+    _CUSTOM_LAYERS[cls.__name__] = cls
+    return cls
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def layer_config(module: torch.nn.Module) -> dict:
+    """A JSON-able description from which :func:`build_layer` rebuilds ``module``
+    (without its weights)."""
+    if isinstance(module, TimeDistributed):
+        return {"type": "TimeDistributed", "module": layer_config(module.module)}
+    if isinstance(module, Flatten):
+        return {"type": "Flatten"}
+    if isinstance(module, (snn.IF, snn.LIF)):
+        p = module.neuron_params()
+        return {
+            "type": type(module).__name__,
+            "shape": list(module.threshold.shape),
+            "reset": p.reset.value,
+            **({"beta_shape": list(module.beta.shape)} if isinstance(module, snn.LIF) else {}),
+        }
+    name = type(module).__name__
+    if name in _TORCH_LAYERS and type(module) is _TORCH_LAYERS[name][0]:
+        cls, fields = _TORCH_LAYERS[name]
+        config = {f: _plain(getattr(module, f)) for f in fields}
+        if hasattr(module, "bias") and name.startswith(("Linear", "Conv")):
+            config["bias"] = module.bias is not None
+        return {"type": name, **config}
+    if name in _CUSTOM_LAYERS and type(module) is _CUSTOM_LAYERS[name]:
+        return {"type": name, **module.config()}
+    raise TypeError(f"a SpikingNetwork cannot save a layer of type {name}; register it with register_layer")
+
+
+def build_layer(config: dict) -> torch.nn.Module:
+    """The module :func:`layer_config` described (weights to be loaded separately)."""
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind == "TimeDistributed":
+        return TimeDistributed(build_layer(config["module"]))
+    if kind == "Flatten":
+        return Flatten()
+    if kind == "IF":
+        shape = tuple(config["shape"])
+        return snn.IF(threshold=torch.ones(shape), shape=shape, reset=config["reset"])
+    if kind == "LIF":
+        shape = tuple(config["shape"])
+        return snn.LIF(beta=torch.full(tuple(config["beta_shape"]), 0.5), threshold=torch.ones(shape),
+                       shape=shape, reset=config["reset"])
+    if kind in _TORCH_LAYERS:
+        cls, _ = _TORCH_LAYERS[kind]
+        args = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        return cls(**args)
+    if kind in _CUSTOM_LAYERS:
+        return _CUSTOM_LAYERS[kind].from_config(config)
+    raise ValueError(f"unknown layer type {kind!r} in a saved spiking network")
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "_")
+
+
+class SpikingNetwork(torch.nn.Module):
+    """A converted spiking network.
+
+    Args:
+        steps: the nodes in execution order; the first is the ``input``, the last the
+            ``output``.
+        layers: the module of every ``layer`` step, by step name.
+        info: plain, JSON-able facts about the conversion (coding, scales, source),
+            saved with the network.
+
+    ``forward(x, state=None) -> (out, state)``: ``x`` is ``[T, B, *input]`` (an image
+    becomes a constant current with ``x.expand(T, *x.shape)``); ``out`` is the output
+    node's ``[T, B, ...]`` (the last layer's input current per step, whose mean over
+    time estimates the ANN's output); ``state`` maps every stateful layer's name to its
+    state.
+    """
+
+    def __init__(self, steps: list[Step], layers: dict[str, torch.nn.Module], info: Optional[dict] = None) -> None:
+        super().__init__()
+        self.steps = list(steps)
+        self.layers = torch.nn.ModuleDict({_key(k): v for k, v in layers.items()})
+        self.info = dict(info or {})
+        names = set()
+        for step in self.steps:
+            if step.op not in ("input", "layer", "add", "cat", "output"):
+                raise ValueError(f"unknown step op {step.op!r}")
+            if any(i not in names for i in step.inputs):
+                raise ValueError(f"step {step.name!r} reads a node that is not computed before it")
+            if step.op == "layer" and _key(step.name) not in self.layers:
+                raise ValueError(f"step {step.name!r} has no module")
+            names.add(step.name)
+        if not self.steps or self.steps[0].op != "input" or self.steps[-1].op != "output":
+            raise ValueError("a spiking network starts with its input step and ends with its output step")
+        self._last_use = {}
+        for index, step in enumerate(self.steps):
+            for i in step.inputs:
+                self._last_use[i] = index
+
+    def layer(self, name: str) -> torch.nn.Module:
+        """The module of step ``name``."""
+        return self.layers[_key(name)]
+
+    def named_layers(self) -> list[tuple[str, torch.nn.Module]]:
+        """``(step name, module)`` of every layer step, in order."""
+        return [(s.name, self.layer(s.name)) for s in self.steps if s.op == "layer"]
+
+    def neurons(self) -> list[tuple[str, torch.nn.Module]]:
+        """``(step name, module)`` of every spiking neuron layer, in order."""
+        return [(n, m) for n, m in self.named_layers() if isinstance(m, snn.Neuron)]
+
+    def _initial_state(self, step: Step, module: torch.nn.Module, x: torch.Tensor) -> Any:
+        fraction = step.attrs.get("initial_membrane", 0.0)
+        if not isinstance(module, snn.Neuron) or not fraction:
+            return None
+        state = module.init_state(x.shape[1:], dtype=x.dtype, device=x.device)
+        threshold = module.threshold.detach().to(dtype=x.dtype, device=x.device)
+        return state._replace(v=torch.zeros_like(state.v) + fraction * threshold)
+
+    def run(self, x: torch.Tensor, state: Optional[dict] = None, keep: bool = False):
+        """``(out, state, values)``: as :meth:`forward`, and with ``keep`` every node's
+        output ``{name: [T, B, ...]}`` (``values`` is empty otherwise)."""
+        check_sequence(x, "SpikingNetwork")
+        state = dict(state or {})
+        new_state: dict[str, Any] = {}
+        values: dict[str, torch.Tensor] = {}
+        kept: dict[str, torch.Tensor] = {}
+        out = None
+        for index, step in enumerate(self.steps):
+            args = [values[i] for i in step.inputs]
+            if step.op == "input":
+                y = x
+            elif step.op == "layer":
+                module = self.layer(step.name)
+                if getattr(module, "stateful", False):
+                    s = state.get(step.name)
+                    if s is None:
+                        s = self._initial_state(step, module, args[0])
+                    y, new_state[step.name] = module(args[0], s)
+                else:
+                    y = module(args[0])
+            elif step.op == "add":
+                y = args[0] + args[1]
+            elif step.op == "cat":
+                y = torch.cat(args, dim=step.attrs["dim"] + 1)  # +1: the time axis
+            else:
+                out = y = args[0]
+            values[step.name] = y
+            if keep:
+                kept[step.name] = y
+            for i in step.inputs:  # free what no later step reads
+                if self._last_use.get(i) == index and i in values:
+                    del values[i]
+        return out, new_state, kept
+
+    def forward(self, x: torch.Tensor, state: Optional[dict] = None) -> tuple[torch.Tensor, dict]:
+        out, state, _ = self.run(x, state)
+        return out, state
+
+    # -- saving ----------------------------------------------------------------------
+    def spec(self) -> dict:
+        """The architecture as plain data (what :meth:`save` writes besides the weights)."""
+        return {
+            "format": FORMAT,
+            "steps": [asdict(s) for s in self.steps],
+            "layers": {name: layer_config(module) for name, module in self.named_layers()},
+            "info": self.info,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "SpikingNetwork":
+        """An untrained network of the architecture :meth:`spec` described."""
+        if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+            raise ValueError(f"not a spikeflow spiking network (format {spec.get('format') if isinstance(spec, dict) else None!r})")
+        steps = [Step(**s) for s in spec["steps"]]
+        layers = {name: build_layer(config) for name, config in spec["layers"].items()}
+        return cls(steps, layers, spec.get("info"))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the network to ``path`` atomically (architecture as JSON, weights as
+        tensors; loadable with ``weights_only=True``)."""
+        payload = {"format": FORMAT, "spec": json.dumps(self.spec()), "state_dict": self.state_dict()}
+        return save_weights_only(path, payload)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> "SpikingNetwork":
+        """Read a network :meth:`save` wrote (never unpickles arbitrary objects)."""
+        payload = read_weights_only(path, map_location, what="spiking network")
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT or "spec" not in payload:
+            raise CheckpointError(f"{path} is not a saved spikeflow spiking network")
+        try:
+            net = cls.from_spec(json.loads(payload["spec"]))
+            net.load_state_dict(payload["state_dict"])
+        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"{path}: the saved spiking network is inconsistent: {exc}") from exc
+        return net
+
+    def extra_repr(self) -> str:
+        lines = []
+        for s in self.steps:
+            if s.op in ("add", "cat"):
+                lines.append(f"{s.name}: {s.op}({', '.join(s.inputs)})")
+        return "\n".join(lines)
