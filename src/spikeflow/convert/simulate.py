@@ -34,13 +34,15 @@ def simulate(
     once by default) with the state carried across chunks.
 
     Returns:
-        ``{T: [B, ...]}``, the mean output current over steps ``1..T``.
+        ``{T: [B, ...]}``, the mean output current over steps ``1..T``, or, for a
+        network whose ``info["readout"]`` is ``"last"``, the output at step ``T``.
     """
     steps = check_timesteps(timesteps)
     total = steps[-1]
     chunk = total if chunk is None else int(chunk)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk!r}")
+    last = net.info.get("readout", "mean") == "last"
     state: dict = {}
     running = None
     done = 0
@@ -54,7 +56,7 @@ def simulate(
         if running is not None:
             sums = sums + running
         while target is not None and target <= done + length:
-            result[target] = sums[target - done - 1] / target
+            result[target] = out[target - done - 1] if last else sums[target - done - 1] / target
             target = next(wanted, None)
         running = sums[-1]
         done += length
