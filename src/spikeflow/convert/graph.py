@@ -220,10 +220,10 @@ class _Tracer(torch.fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
 
-def _describe(node: torch.fx.Node, position: int, total: int) -> str:
+def _describe(node: torch.fx.Node, position: int, total: int, modules: dict) -> str:
     target = node.target
     if node.op == "call_module":
-        what = f"call_module {target}"
+        return f"layer {target!r} ({type(modules[target]).__name__}) at position {position} of {total}"
     elif callable(target):
         what = f"{node.op} {getattr(target, '__module__', '')}.{getattr(target, '__name__', target)}"
     else:
@@ -284,9 +284,12 @@ def trace(model: torch.nn.Module, input_shape: Optional[Iterable[int]] = None) -
 
     def add(name: str, kind: Kind, inputs: list[str], module=None, where: str = "", **attrs) -> None:
         nodes.append(Node(name, kind, inputs, module, attrs, where))
+        if name != current.name:
+            alias[current.name] = name
 
     for position, fx in enumerate(fx_nodes):
-        where = _describe(fx, position, total)
+        current = fx
+        where = _describe(fx, position, total, modules)
         unsupported = ConversionError(f"{where} cannot be converted; supported layers: {SUPPORTED}")
         if fx.op == "placeholder":
             if any(n.kind is Kind.INPUT for n in nodes):
