@@ -29,6 +29,7 @@ from .fold import batchnorm_affine, fold_batchnorm
 from .graph import SUPPORTED, ConversionError, Kind, LayerGraph, Node, trace
 from .layers import Scale, SpikingMaxPool
 from .network import SpikingNetwork, Step, register_layer
+from .onnx import load_onnx
 from .rate import rate_network
 from .replace import finalize, to_spiking
 from .simulate import simulate
@@ -52,6 +53,7 @@ __all__ = [
     "convert",
     "finalize",
     "fold_batchnorm",
+    "load_onnx",
     "rate_network",
     "register_layer",
     "simulate",
@@ -97,4 +99,7 @@ def convert(
         "per_channel": bool(per_channel),
         "source": type(model).__name__,
     }
+    layout = graph.nodes[0].attrs.get("layout")
+    if layout is not None:  # an ONNX model that took channels-last input
+        info["input_layout"] = layout
     return CODINGS[coding](graph, calibration, info=info, **options)
