@@ -33,6 +33,7 @@ from .onnx import load_onnx
 from .rate import rate_network
 from .replace import finalize, to_spiking
 from .simulate import simulate
+from .ttfs import clamp_activations, ttfs_clamped_network, ttfs_dynamic_network, ttfs_network
 
 __all__ = [
     "CODINGS",
@@ -50,6 +51,7 @@ __all__ = [
     "activation_nodes",
     "batchnorm_affine",
     "calibrate",
+    "clamp_activations",
     "convert",
     "finalize",
     "fold_batchnorm",
@@ -59,10 +61,18 @@ __all__ = [
     "simulate",
     "to_spiking",
     "trace",
+    "ttfs_clamped_network",
+    "ttfs_dynamic_network",
+    "ttfs_network",
 ]
 
 #: Coding schemes: ``name -> build(graph, calibration, **options) -> SpikingNetwork``.
-CODINGS: dict[str, Callable[..., SpikingNetwork]] = {"rate": rate_network}
+CODINGS: dict[str, Callable[..., SpikingNetwork]] = {
+    "rate": rate_network,
+    "ttfs": ttfs_network,
+    "ttfs-dynamic": ttfs_dynamic_network,
+    "ttfs-clamped": ttfs_clamped_network,
+}
 
 
 def convert(
@@ -89,9 +99,12 @@ def convert(
     if coding not in CODINGS:
         raise ValueError(f"unknown coding {coding!r}; expected one of {sorted(CODINGS)}")
     graph = fold_batchnorm(trace(model))
-    calibration = calibrate(
-        graph, data, method=normalization, percentile=percentile, per_channel=per_channel, max_samples=max_samples
-    )
+    if coding == "ttfs-clamped":  # the clamps are the scales: no data needed
+        calibration = None
+    else:
+        calibration = calibrate(
+            graph, data, method=normalization, percentile=percentile, per_channel=per_channel, max_samples=max_samples
+        )
     info = {
         "coding": coding,
         "normalization": Normalization.parse(normalization).value,

@@ -34,7 +34,7 @@ __all__ = ["NeuronFactory", "to_spiking", "finalize"]
 NeuronFactory = Callable[[Node, torch.Tensor], list]
 
 
-def _stateless(node: Node) -> torch.nn.Module:
+def stateless_layer(node: Node) -> torch.nn.Module:
     module = copy.deepcopy(node.module).eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -84,7 +84,7 @@ def to_spiking(
             alias[node.name] = source[0]
         else:
             if kind in (Kind.LINEAR, Kind.CONV, Kind.BATCHNORM, Kind.AVGPOOL):
-                module = _stateless(node)
+                module = stateless_layer(node)
             elif kind is Kind.FLATTEN:
                 module = Flatten()
             elif kind is Kind.MAXPOOL:
