@@ -76,7 +76,8 @@ def build_mnist_mlp(config: TrainConfig) -> torch.nn.Module:
 
 def build_mnist_cnn(config: TrainConfig) -> torch.nn.Module:
     """Two convolution blocks (3x3, padding 1, BatchNorm, LIF, 2x2 max-pooling) with
-    ``H`` and ``2H`` channels, then ``Linear(2H * 7 * 7, 10) -> readout``.
+    ``H`` and ``2H`` channels, then ``Linear(2H * 7 * 7, 8H) -> LIF -> Linear(8H, 10) ->
+    readout``.
 
     BatchNorm normalises over time and batch together (it sees ``[T * B, C, H, W]``).
     """
@@ -91,7 +92,9 @@ def build_mnist_cnn(config: TrainConfig) -> torch.nn.Module:
         _hidden(config),
         snn.MaxPool2d(2),
         snn.Flatten(),
-        snn.Linear(c2 * 7 * 7, 10),
+        snn.Linear(c2 * 7 * 7, 8 * c1),
+        _hidden(config),
+        snn.Linear(8 * c1, 10),
         _readout(config),
     )
 

@@ -6,7 +6,7 @@ preset         what                                                         data
 =============  ===========================================================  ==========
 digits-mlp     64-128-10 spiking MLP, LI max readout (the default)          built in
 mnist-mlp      784-800-10 spiking MLP, direct input, LI max readout         MNIST
-mnist-cnn      two conv blocks (32, 64 channels) with BN, LI max readout    MNIST
+mnist-cnn      two conv blocks (32, 64) with BN, 256 LIF, LI max readout    MNIST
 randman        seed 003's task and network, LSUV init, cosine schedule      generated
 seed001        seed 001's SpikingNet with its settings                      MNIST
 seed003        seed 003's recurrent current-LIF network on Randman          generated
@@ -144,7 +144,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
         ),
         "mnist-cnn": Preset(
             name="mnist-cnn",
-            description="MNIST, 2 conv blocks (32, 64 channels, BN, max-pool), direct input for 4 steps, shifts",
+            description="MNIST, 2 conv blocks (32, 64 channels, BN, max-pool), 256 LIF, direct input for 4 steps, shifts",
             load_data=_mnist_images,
             build=_build("mnist_cnn"),
             classes=10,
