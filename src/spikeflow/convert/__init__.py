@@ -82,7 +82,7 @@ def convert(
     coding: str = "rate",
     normalization: Normalization | str = "percentile",
     percentile: float = 99.99,
-    per_channel: bool = False,
+    per_channel: bool = True,
     max_samples: int = 2000,
     **options: Any,
 ) -> SpikingNetwork:
@@ -93,7 +93,9 @@ def convert(
             (for example from an ONNX file).
         data: calibration inputs ``[N, ...]`` or an iterable of batches.
         coding: a key of :data:`CODINGS`.
-        normalization, percentile, per_channel, max_samples: for :func:`calibrate`.
+        normalization, percentile, per_channel, max_samples: for :func:`calibrate`
+            (per-channel scales by default: after BatchNorm folding the channels of one
+            layer differ widely, and one scale per layer starves the quiet ones).
         options: for the coding's builder (``initial_membrane``, ...).
     """
     if coding not in CODINGS:
