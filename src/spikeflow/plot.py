@@ -1,0 +1,284 @@
+"""Figures of spiking networks, saved to files (the optional ``plot`` extra).
+
+Every function draws one figure with matplotlib's object API (no pyplot, so no
+global figure state and no display backend is needed), saves it to ``path`` (the
+format follows the suffix: ``.png``, ``.pdf``, ``.svg``, ...; missing folders are
+created) and returns the path::
+
+    from spikeflow.plot import spike_raster, accuracy_vs_timesteps
+    spike_raster(spikes, "raster.png")                  # spikes [T, N] or [T, B, ...]
+    accuracy_vs_timesteps(report, "accuracy.png")       # a ConversionReport
+
+Time is always the first axis (``[T, ...]``); steps are numbered from 0.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = [
+    "accuracy_vs_timesteps",
+    "membrane_traces",
+    "spike_count_histogram",
+    "spike_raster",
+    "spike_time_histogram",
+]
+
+_INSTALL = "pip install spikeflow[plot]"
+
+PathLike = Union[str, os.PathLike]
+
+
+def _figure(width: float = 6.0, height: float = 4.0):
+    """A new matplotlib ``Figure`` (not registered with pyplot)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(f"plotting needs matplotlib, which is not installed ({error}); install it with: {_INSTALL}") from error
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _save(fig: Any, path: PathLike) -> Path:
+    """Write ``fig`` to ``path`` (folders created) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _array(values: Any, what: str) -> np.ndarray:
+    """``values`` (a tensor, array or nested list) as a float numpy array."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{what} must be numeric (a tensor or an array), got {type(values).__name__}") from error
+    return array
+
+
+def _time_by_neuron(values: Any, what: str, sample: int) -> np.ndarray:
+    """``[T]``, ``[T, N]`` or ``[T, B, ...]`` (sample ``sample``, features flattened)
+    as a ``[T, N]`` array."""
+    array = _array(values, what)
+    if array.ndim == 0:
+        raise ValueError(f"{what} must be [T], [T, N] or [T, B, ...], got a scalar")
+    if array.ndim == 1:
+        return array[:, None]
+    if array.ndim == 2:
+        return array
+    if not -array.shape[1] <= sample < array.shape[1]:
+        raise IndexError(f"sample {sample} is out of range for {what} with batch size {array.shape[1]}")
+    return array[:, sample].reshape(array.shape[0], -1)
+
+
+def _report_dict(data: Any) -> Any:
+    """A ConversionReport as its ``to_dict()``; anything else unchanged."""
+    return data.to_dict() if hasattr(data, "to_dict") else data
+
+
+def accuracy_vs_timesteps(
+    result: Any,
+    path: PathLike,
+    *,
+    ann_accuracy: Optional[float] = None,
+    title: Optional[str] = None,
+) -> Path:
+    """SNN accuracy (in %) against the number of steps ``T``, with the ANN's accuracy
+    as a dashed horizontal line. The T axis is logarithmic (base 2) when
+    ``max(T) / min(T) >= 10``.
+
+    Args:
+        result: a :class:`~spikeflow.convert.evaluate.ConversionReport`, its
+            ``to_dict()``, or a mapping ``{T: accuracy}`` (accuracies as fractions).
+        path: the file to write.
+        ann_accuracy: the ANN's accuracy (fraction); taken from a report if not given.
+        title: the figure title.
+    """
+    data = _report_dict(result)
+    if not isinstance(data, Mapping):
+        raise TypeError(f"result must be a ConversionReport or a mapping, got {type(result).__name__}")
+    if "snn_accuracy" in data:
+        curve = data["snn_accuracy"]
+        if ann_accuracy is None:
+            ann_accuracy = data.get("ann_accuracy")
+    else:
+        curve = data
+    if not curve:
+        raise ValueError("no accuracies to plot")
+    points = sorted((int(t), float(a)) for t, a in curve.items())
+    steps = [t for t, _ in points]
+    if steps[0] < 1:
+        raise ValueError(f"time steps must be >= 1, got {steps[0]}")
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot(steps, [100 * a for _, a in points], marker="o", label="SNN")
+    if ann_accuracy is not None:
+        ax.axhline(100 * float(ann_accuracy), color="black", linestyle="--", label="ANN")
+    if steps[-1] / steps[0] >= 10:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(steps, [str(t) for t in steps])
+        ax.minorticks_off()
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def spike_raster(
+    spikes: Any,
+    path: PathLike,
+    *,
+    sample: int = 0,
+    max_neurons: Optional[int] = None,
+    title: Optional[str] = None,
+) -> Path:
+    """A raster plot: a mark at ``(t, n)`` for every non-zero ``spikes[t, n]``.
+
+    Args:
+        spikes: ``[T, N]``, ``[T]`` or ``[T, B, ...]`` (then sample ``sample`` with
+            its features flattened).
+        path: the file to write.
+        sample: the batch entry shown for ``[T, B, ...]``.
+        max_neurons: show only the first this many neurons.
+        title: the figure title.
+    """
+    grid = _time_by_neuron(spikes, "spikes", sample)
+    if max_neurons is not None:
+        if max_neurons < 1:
+            raise ValueError(f"max_neurons must be >= 1, got {max_neurons!r}")
+        grid = grid[:, :max_neurons]
+    steps, neurons = np.nonzero(grid)
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.scatter(steps, neurons, marker="|", s=40, color="black", linewidths=1)
+    ax.set_xlim(-0.5, grid.shape[0] - 0.5)
+    ax.set_ylim(-0.5, grid.shape[1] - 0.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("neuron")
+    ax.set_title(title or f"{len(steps)} spikes")
+    return _save(fig, path)
+
+
+def membrane_traces(
+    v: Any,
+    path: PathLike,
+    threshold: Optional[Union[float, Sequence[float], Any]] = None,
+    *,
+    sample: int = 0,
+    max_traces: int = 8,
+    title: Optional[str] = None,
+) -> Path:
+    """Membrane potential against step, one line per neuron.
+
+    Args:
+        v: ``[T]``, ``[T, N]`` or ``[T, B, ...]`` (then sample ``sample``, features
+            flattened).
+        path: the file to write.
+        threshold: a dotted line at the firing threshold: one value, or one per
+            neuron (``[N]``, drawn in each neuron's colour).
+        sample: the batch entry shown for ``[T, B, ...]``.
+        max_traces: plot at most this many neurons (the first ones).
+        title: the figure title.
+    """
+    grid = _time_by_neuron(v, "v", sample)
+    if max_traces < 1:
+        raise ValueError(f"max_traces must be >= 1, got {max_traces!r}")
+    shown = grid[:, :max_traces]
+    fig = _figure()
+    ax = fig.add_subplot()
+    lines = ax.plot(np.arange(grid.shape[0]), shown)
+    if threshold is not None:
+        theta = _array(threshold, "threshold").reshape(-1)
+        if theta.size == 1:
+            ax.axhline(float(theta[0]), color="black", linestyle=":", label="threshold")
+        elif theta.size == grid.shape[1]:
+            for line, value in zip(lines, theta[: shown.shape[1]]):
+                ax.axhline(float(value), color=line.get_color(), linestyle=":")
+        else:
+            raise ValueError(f"threshold must be one value or one per neuron ({grid.shape[1]}), got {theta.size}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("membrane potential")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def _layer_axes(fig: Any, count: int) -> list:
+    columns = min(count, 3)
+    rows = math.ceil(count / columns)
+    fig.set_size_inches(4.0 * columns, 3.0 * rows)
+    return [fig.add_subplot(rows, columns, i + 1) for i in range(count)]
+
+
+def _histograms(
+    layers: Mapping[str, tuple[np.ndarray, Optional[np.ndarray]]], path: PathLike, xlabel: str, title: Optional[str]
+) -> Path:
+    """One histogram per layer of ``(values, weights)``; unit bins for integers."""
+    if not layers:
+        raise ValueError("no layers to plot")
+    fig = _figure()
+    for ax, (name, (values, weights)) in zip(_layer_axes(fig, len(layers)), layers.items()):
+        if values.size and np.all(values == np.round(values)):
+            bins = np.arange(values.min(), values.max() + 2) - 0.5
+        else:
+            bins = 30
+        ax.hist(values, bins=bins, weights=weights)
+        ax.set_title(str(name))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("count")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _per_layer(data: Any, keys: Sequence[str], what: str) -> dict[str, tuple[np.ndarray, Optional[np.ndarray]]]:
+    """``{layer: (values, weights)}`` from a report (the first of ``keys`` present in
+    each neuron layer: a histogram over 0, 1, 2, ...) or from ``{layer: values}``."""
+    data = _report_dict(data)
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{what} must be a mapping {{layer: values}} or a ConversionReport, got {type(data).__name__}")
+    if "neurons" in data and "timesteps" in data:  # a report
+        layers = {}
+        for layer in data["neurons"]:
+            histogram = next((layer[k] for k in keys if layer.get(k) is not None), None)
+            if histogram is not None:
+                layers[layer["name"]] = (np.arange(len(histogram), dtype=np.float64), _array(histogram, what))
+        return layers
+    return {name: (_array(values, f"{what}[{name!r}]").reshape(-1), None) for name, values in data.items()}
+
+
+def spike_count_histogram(counts: Any, path: PathLike, *, title: Optional[str] = None) -> Path:
+    """Histograms of spike counts per neuron, one panel per layer (unit bins).
+
+    Args:
+        counts: ``{layer: per-neuron spike counts}`` (any shape, flattened), or a
+            :class:`~spikeflow.convert.evaluate.ConversionReport` (its spikes per
+            neuron and sample).
+        path: the file to write.
+        title: the figure title.
+    """
+    return _histograms(_per_layer(counts, ["count_histogram"], "counts"), path, "spikes per neuron", title)
+
+
+def spike_time_histogram(times: Any, path: PathLike, *, title: Optional[str] = None) -> Path:
+    """Histograms of spike times (steps), one panel per layer; for time-to-first-spike
+    codings the first-spike times.
+
+    Args:
+        times: ``{layer: spike times}`` (any shape, flattened; integers get unit
+            bins), or a :class:`~spikeflow.convert.evaluate.ConversionReport` (its
+            first-spike times for TTFS codings, else the steps of all spikes).
+        path: the file to write.
+        title: the figure title.
+    """
+    layers = _per_layer(times, ["first_spike_histogram", "spikes_per_step"], "times")
+    return _histograms(layers, path, "step", title)
