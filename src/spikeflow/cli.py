@@ -26,6 +26,8 @@ from . import __version__
 from .train import PRESETS as _PRESETS
 from .train import TrainConfig as _TrainConfig
 from .train import config as _config
+from .convert import CODINGS as _CODINGS
+from .convert.presets import PRESETS as _CONVERT_PRESETS
 
 __all__ = ["main"]
 
@@ -224,6 +226,77 @@ def presets_command() -> None:
             f"{'':12s} epochs {config.epochs}, batch {config.batch_size}, {config.optimizer} lr {config.lr:g}, "
             f"T {config.steps}, encoding {config.encoding}, readout {config.readout}"
         )
+
+
+def _timesteps(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    try:
+        steps = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}") from None
+    if not steps or min(steps) < 1:
+        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}")
+    return steps
+
+
+@main.command("convert")
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.option("--preset", type=click.Choice(sorted(_CONVERT_PRESETS)), default="lenet5", show_default=True,
+              help="Architecture to train (or that MODEL was saved from).")
+@click.option("--coding", type=click.Choice(sorted(_CODINGS)), default="rate", show_default=True,
+              help="Coding scheme of the spiking network.")
+@click.option("--timesteps", callback=_timesteps, help="Comma-separated simulation lengths to evaluate  [default: the preset's]")
+@click.option("--dataset", type=click.Choice(["digits", "mnist"]), default=None,
+              help="Data set  [default: mnist with --data-dir, else digits]")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST-format folder (else $SPIKEFLOW_DATA).")
+@click.option("--epochs", type=click.IntRange(min=1), help="ANN training epochs  [default: the preset's]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="ANN learning rate  [default: the preset's]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="ANN batch size  [default: the preset's]")
+@click.option("--normalization", type=click.Choice(["percentile", "max"]), default="percentile", show_default=True,
+              help="How activation scales are measured.")
+@click.option("--percentile", type=click.FloatRange(0, 100, min_open=True), default=99.99, show_default=True)
+@click.option("--per-channel/--per-layer", default=True, show_default=True,
+              help="One activation scale per channel, or one per layer.")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--levels", type=click.IntRange(min=1), default=8, show_default=True, help="QCFS quantization levels.")
+@click.option("--test-samples", type=click.IntRange(min=0), default=0, help="Evaluate on the first N test images (0: all).")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/convert", show_default=True,
+              help="Directory for ann.pt, snn.pt, accuracy.png and TensorBoard logs.")
+@click.option("--tensorboard", is_flag=True, help="Write TensorBoard spike statistics under OUT/tensorboard.")
+@click.option("--no-plot", "plot", flag_value=False, default=True, help="Do not save accuracy.png.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="Torch threads (0: torch's default).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Write the ANN accuracy, SNN accuracy per T, spikes and synaptic operations as JSON.")
+def convert_command(json_path: Optional[str], dataset: Optional[str], **options: Any) -> None:
+    """Convert an ANN into a spiking network and compare the two.
+
+    With no MODEL, trains the --preset's ANN on the data set first (the 8x8 digits
+    built into scikit-learn unless --data-dir points to MNIST). MODEL is an ANN saved
+    by an earlier run (OUT/ann.pt) or an ONNX file. The spiking network is saved as
+    OUT/snn.pt (load it with spikeflow.convert.SpikingNetwork.load).
+    """
+    from .convert.experiment import ConvertConfig, run_experiment
+    from .train.checkpoint import atomic_write_bytes
+
+    dataset = dataset or ("mnist" if options.get("data_dir") else "digits")
+    try:
+        config = ConvertConfig(dataset=dataset, **options)
+    except (ValueError, TypeError) as error:
+        raise _UsageProblem(_one_line(error)) from None
+    summary = run_experiment(config)
+    accuracy = {int(t): a for t, a in summary["snn_accuracy"].items()}
+    best = max(accuracy, key=lambda t: (accuracy[t], -t))
+    click.echo(
+        f"{config.preset} ({config.coding}): ANN {summary['ann_accuracy']:.2%}, SNN {accuracy[best]:.2%} "
+        f"at T = {best}; spiking network: {summary['snn_path']}"
+    )
+    if json_path:
+        text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+        atomic_write_bytes(json_path, text.encode("utf-8"))
+        click.echo(f"summary: {json_path}")
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m spikeflow.cli`

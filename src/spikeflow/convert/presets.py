@@ -30,7 +30,9 @@ class ConversionPreset:
         architecture: a key of :data:`spikeflow.convert.models.ARCHITECTURES`.
         cifar_shape: feed 3x32x32 images (the gray images resized and repeated over
             three channels), for the CIFAR-form ResNet.
-        epochs, lr, batch_size, shift, weight_decay: ANN training (:func:`fit_ann`).
+        epochs, lr, batch_size, shift, weight_decay: ANN training on MNIST (:func:`fit_ann`).
+        digits_epochs, digits_lr: on the 8x8 digits (1438 training images, a sixth of
+            an MNIST epoch) more epochs at a larger learning rate.
         timesteps: the time steps evaluated by default.
         options: extra builder arguments.
     """
@@ -44,6 +46,8 @@ class ConversionPreset:
     shift: int = 0
     weight_decay: float = 0.0
     cifar_shape: bool = False
+    digits_epochs: int = 40
+    digits_lr: float = 1e-2
     timesteps: tuple[int, ...] = (8, 16, 32, 64, 128)
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -96,6 +100,13 @@ def load_images(dataset: str = "digits", data_dir: Optional[str] = None, cifar_s
     if cifar_shape:
         x_train, x_test = _to_cifar_shape(x_train), _to_cifar_shape(x_test)
     return x_train, y_train, x_test, y_test
+
+
+def training_settings(preset: ConversionPreset, dataset: str) -> tuple[int, float]:
+    """``(epochs, lr)`` of the preset's ANN on ``dataset``."""
+    if dataset == "digits":
+        return preset.digits_epochs, preset.digits_lr
+    return preset.epochs, preset.lr
 
 
 def build_ann(preset: str, input_shape, classes: int, activation=torch.nn.ReLU) -> torch.nn.Module:
