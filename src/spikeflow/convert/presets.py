@@ -55,7 +55,7 @@ class ConversionPreset:
 PRESETS: dict[str, ConversionPreset] = {
     p.name: p
     for p in (
-        ConversionPreset("lenet5", "LeNet-5 (ReLU, average pooling), 15 epochs", "lenet5", epochs=15, shift=1),
+        ConversionPreset("lenet5", "LeNet-5 (ReLU, average pooling), 20 epochs", "lenet5", epochs=20, lr=2e-3, shift=1),
         ConversionPreset("seed002", "seed 002's example CNN (Conv 2x3x3, max pooling, 784-500-84-10), 2 epochs",
                          "seed002", epochs=2, batch_size=32),
         ConversionPreset("vgg", "VGG-style CNN with BatchNorm and max pooling (32-32-M-64-64-M-128), 15 epochs",
