@@ -30,6 +30,7 @@ from .graph import SUPPORTED, ConversionError, Kind, LayerGraph, Node, trace
 from .layers import Scale, SpikingMaxPool
 from .network import SpikingNetwork, Step, register_layer
 from .onnx import load_onnx
+from .qcfs import QCFS, qcfs_model, qcfs_network
 from .rate import rate_network
 from .replace import finalize, to_spiking
 from .simulate import simulate
@@ -43,6 +44,7 @@ __all__ = [
     "LayerGraph",
     "Node",
     "Normalization",
+    "QCFS",
     "SUPPORTED",
     "Scale",
     "SpikingMaxPool",
@@ -56,6 +58,8 @@ __all__ = [
     "finalize",
     "fold_batchnorm",
     "load_onnx",
+    "qcfs_model",
+    "qcfs_network",
     "rate_network",
     "register_layer",
     "simulate",
@@ -69,6 +73,7 @@ __all__ = [
 #: Coding schemes: ``name -> build(graph, calibration, **options) -> SpikingNetwork``.
 CODINGS: dict[str, Callable[..., SpikingNetwork]] = {
     "rate": rate_network,
+    "qcfs": qcfs_network,
     "ttfs": ttfs_network,
     "ttfs-dynamic": ttfs_dynamic_network,
     "ttfs-clamped": ttfs_clamped_network,
