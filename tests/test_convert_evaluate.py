@@ -362,3 +362,22 @@ def test_tensorboard_missing_is_a_clear_import_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(ImportError, match=r"pip install spikeflow\[tensorboard\]"):
         log_to_tensorboard(report, tmp_path)
+
+
+def test_ttfs_synaptic_operations_count_one_event_per_spike():
+    """A TTFS spike reaches the next weights as a step current: one event per spike,
+    so a Linear after a neuron layer does (spikes of that layer) x out_features."""
+    from spikeflow.convert import calibrate, fold_batchnorm, trace, ttfs_dynamic_network
+    from spikeflow.convert.evaluate import evaluate_conversion
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 4)).eval()
+    x = torch.rand(20, 6)
+    graph = fold_batchnorm(trace(model))
+    net = ttfs_dynamic_network(graph, calibrate(graph, x), window=5, info={"coding": "ttfs-dynamic"})
+    total = net.info["total_steps"]
+    report = evaluate_conversion(model, net, x, torch.zeros(20, dtype=torch.long), [total], batch_size=7)
+    _, _, values = net.run(x.unsqueeze(0).expand(total, *x.shape), keep=True)
+    spikes = values[net.neurons()[0][0]].sum().item() / len(x)
+    second = [s for s in report.synapses if not s.analog][0]
+    assert second.synops[total] == pytest.approx(spikes * 4)

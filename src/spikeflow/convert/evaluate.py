@@ -415,23 +415,36 @@ class _NeuronTally:
 
 
 class _SynapseTally:
-    """Accumulates one weighted layer's operations from its inputs ``[T_chunk, B, ...]``."""
+    """Accumulates one weighted layer's operations from its inputs ``[T_chunk, B, ...]``.
 
-    def __init__(self, name: str, module: torch.nn.Module, analog: bool, steps: int) -> None:
+    With ``changes`` (time-to-first-spike networks, whose spikes reach the weights as
+    persistent step currents) an input triggers its accumulates when it *changes*,
+    once per spike, as an event-driven synapse would; otherwise at every step it is
+    non-zero."""
+
+    def __init__(self, name: str, module: torch.nn.Module, analog: bool, steps: int, changes: bool = False) -> None:
         self.name, self.module, self.analog, self.steps = name, module, analog, steps
+        self.changes = changes
         self.macs: Optional[int] = None
         self.per_step = torch.zeros(steps, dtype=torch.int64)
         self._offset = 0
+        self._previous: Optional[torch.Tensor] = None
 
     def begin(self) -> None:
         self._offset = 0
+        self._previous = None
 
     def observe(self, x: torch.Tensor) -> None:
         tc, b = x.shape[:2]
         if self.macs is None:
             self.macs = dense_macs(self.module, tuple(x.shape[2:]))
         if not self.analog:
-            ops = synaptic_operations(self.module, x.flatten(0, 1)).view(tc, b).sum(1)
+            events = x
+            if self.changes:
+                before = torch.zeros_like(x[:1]) if self._previous is None else self._previous
+                events = torch.diff(x, dim=0, prepend=before)
+                self._previous = x[-1:].detach()
+            ops = synaptic_operations(self.module, events.flatten(0, 1)).view(tc, b).sum(1)
             self.per_step[self._offset : self._offset + tc] += ops.cpu()
         self._offset += tc
 
@@ -542,7 +555,10 @@ def evaluate_conversion(
     coding = snn.info.get("coding")
     ttfs = isinstance(coding, str) and coding.startswith("ttfs")
     neuron_tallies = [(m, _NeuronTally(n, total, ttfs)) for n, m in _spiking_neurons(snn)]
-    synapse_tallies = [(w, _SynapseTally(n, inner, analog, total)) for n, w, inner, analog in _weighted_layers(snn)]
+    step_currents = str(snn.info.get("coding", "")).startswith("ttfs")
+    synapse_tallies = [
+        (w, _SynapseTally(n, inner, analog, total, changes=step_currents)) for n, w, inner, analog in _weighted_layers(snn)
+    ]
     hooks = [m.register_forward_hook(lambda _m, _a, out, t=t: t.observe(out[0])) for m, t in neuron_tallies]
     hooks += [w.register_forward_pre_hook(lambda _m, args, t=t: t.observe(args[0])) for w, t in synapse_tallies]
     tallies = [t for _, t in neuron_tallies] + [t for _, t in synapse_tallies]
