@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 
+from .asn import ASNActivation, asn_model, asn_network
 from .calibrate import Calibration, Normalization, activation_nodes, calibrate
 from .fold import batchnorm_affine, fold_batchnorm
 from .graph import SUPPORTED, ConversionError, Kind, LayerGraph, Node, trace
@@ -37,6 +38,7 @@ from .simulate import simulate
 from .ttfs import clamp_activations, ttfs_clamped_network, ttfs_dynamic_network, ttfs_network
 
 __all__ = [
+    "ASNActivation",
     "CODINGS",
     "Calibration",
     "ConversionError",
@@ -51,6 +53,8 @@ __all__ = [
     "SpikingNetwork",
     "Step",
     "activation_nodes",
+    "asn_model",
+    "asn_network",
     "batchnorm_affine",
     "calibrate",
     "clamp_activations",
@@ -77,6 +81,7 @@ CODINGS: dict[str, Callable[..., SpikingNetwork]] = {
     "ttfs": ttfs_network,
     "ttfs-dynamic": ttfs_dynamic_network,
     "ttfs-clamped": ttfs_clamped_network,
+    "asn": asn_network,
 }
 
 
@@ -106,7 +111,7 @@ def convert(
     if coding not in CODINGS:
         raise ValueError(f"unknown coding {coding!r}; expected one of {sorted(CODINGS)}")
     graph = fold_batchnorm(trace(model))
-    if coding == "ttfs-clamped":  # the clamps are the scales: no data needed
+    if coding in ("ttfs-clamped", "asn"):  # the activations fix their own range: no data needed
         calibration = None
     else:
         calibration = calibrate(

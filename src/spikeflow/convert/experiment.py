@@ -35,6 +35,9 @@ _CODING_ACTIVATIONS = {
 WINDOWED = ("ttfs-dynamic", "ttfs-clamped")
 #: Window lengths evaluated by default for them.
 DEFAULT_WINDOWS = (4, 8, 16)
+#: Time steps evaluated by default for the asn coding (its synaptic filters settle
+#: in a few ``tau_beta`` = 50 steps per layer).
+ASN_TIMESTEPS = (50, 100, 200, 300, 500)
 
 
 def merge_reports(reports: list) -> Any:
@@ -196,7 +199,7 @@ def run_experiment(config: ConvertConfig) -> dict[str, Any]:
         per_channel=config.per_channel, max_samples=config.calibration_samples,
     )
     calibration_images = x_train[: config.calibration_samples]
-    timesteps = tuple(config.timesteps) or preset.timesteps
+    timesteps = tuple(config.timesteps) or (ASN_TIMESTEPS if config.coding == "asn" else preset.timesteps)
     if config.coding in WINDOWED:
         # the network answers after (depth + 1) windows: every T is a window length
         windows = tuple(config.timesteps) or DEFAULT_WINDOWS

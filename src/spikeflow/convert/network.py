@@ -98,6 +98,12 @@ def layer_config(module: torch.nn.Module) -> dict:
             "reset": p.reset.value,
             **({"beta_shape": list(module.beta.shape)} if isinstance(module, snn.LIF) else {}),
         }
+    if type(module) is snn.ASN:
+        p = module.neuron_params()
+        fields = ("tau_phi", "tau_gamma", "tau_eta", "tau_beta", "m_f", "theta0", "h", "bias")
+        return {"type": "ASN", **{f: float(getattr(p, f)) for f in fields}, "input": p.input.value}
+    if type(module) is snn.LI:
+        return {"type": "LI", "shape": list(module.beta.shape), "normalize": bool(module.normalize)}
     name = type(module).__name__
     if name in _TORCH_LAYERS and type(module) is _TORCH_LAYERS[name][0]:
         cls, fields = _TORCH_LAYERS[name]
@@ -125,6 +131,11 @@ def build_layer(config: dict) -> torch.nn.Module:
         shape = tuple(config["shape"])
         return snn.LIF(beta=torch.full(tuple(config["beta_shape"]), 0.5), threshold=torch.ones(shape),
                        shape=shape, reset=config["reset"])
+    if kind == "ASN":
+        return snn.ASN(**config)
+    if kind == "LI":
+        shape = tuple(config["shape"])
+        return snn.LI(beta=torch.full(shape, 0.5), shape=shape, normalize=config["normalize"])
     if kind in _TORCH_LAYERS:
         cls, _ = _TORCH_LAYERS[kind]
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
