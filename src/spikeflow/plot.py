@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 __all__ = [
+    "accuracy_vs_nonideality",
     "accuracy_vs_timesteps",
     "membrane_traces",
     "spike_count_histogram",
@@ -125,6 +126,48 @@ def accuracy_vs_timesteps(
         ax.set_xticks(steps, [str(t) for t in steps])
         ax.minorticks_off()
     ax.set_xlabel("time steps T")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def accuracy_vs_nonideality(
+    results: Mapping[str, Any],
+    path: PathLike,
+    *,
+    title: Optional[str] = None,
+) -> Path:
+    """Accuracy (in %) against one crossbar setting, one line per network (for
+    example ``ordinary`` and ``hardware_aware``), with error bars of one standard
+    deviation over devices. A value ``None`` (an ideal converter, continuous levels)
+    is drawn at the right end, labelled "ideal".
+
+    Args:
+        results: ``{network name: SweepResult or its to_dict()}``, all of one parameter.
+        path: the file to write.
+        title: the figure title.
+    """
+    if not isinstance(results, Mapping) or not results:
+        raise ValueError("results must be a non-empty mapping {network: SweepResult}")
+    sweeps = {name: (r.to_dict() if hasattr(r, "to_dict") else dict(r)) for name, r in results.items()}
+    parameters = {s["parameter"] for s in sweeps.values()}
+    if len(parameters) != 1:
+        raise ValueError(f"the sweeps vary different settings: {sorted(parameters)}")
+    values = next(iter(sweeps.values()))["values"]
+    if any(s["values"] != values for s in sweeps.values()):
+        raise ValueError("the sweeps have different values")
+    labels = ["ideal" if v is None else f"{v:g}" for v in values]
+    x = np.arange(len(values))
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, s in sweeps.items():
+        ax.errorbar(x, 100 * np.asarray(s["mean"]), yerr=100 * np.asarray(s["std"]), marker="o", capsize=3,
+                    label=name.replace("_", "-"))
+    ax.set_xticks(x, labels)
+    ax.set_xlabel(parameters.pop().replace("_", " "))
     ax.set_ylabel("accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.legend()
