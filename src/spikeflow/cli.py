@@ -182,6 +182,10 @@ def _help(text: str, name: str) -> str:
 @click.option("--resume", is_flag=True, default=None, help="Continue from OUT/last.pt.")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar.")
 @click.option(
+    "--hardware", type=click.Path(dir_okay=False, exists=True),
+    help="Crossbar device file (.yaml/.json/.toml): which layers run on simulated memristive crossbars.",
+)
+@click.option(
     "--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON summary of the run to this file."
 )
 def train_command(config_file: Optional[str], json_path: Optional[str], **options: Any) -> None:
@@ -203,6 +207,8 @@ def train_command(config_file: Optional[str], json_path: Optional[str], **option
     summary = train(config)
 
     what = f"{config.preset} (ANN twin)" if config.ann else config.preset
+    if "ideal_test_accuracy" in summary:
+        click.echo(f"on the crossbar: {summary['test_accuracy']:.2%}; ideal layers: {summary['ideal_test_accuracy']:.2%}")
     click.echo(
         f"{what}: test accuracy {summary['test_accuracy']:.2%} after {summary['epochs']} epochs "
         f"(best {summary['best_test_accuracy']:.2%} at epoch {summary['best_epoch']}), "
@@ -260,6 +266,8 @@ def _timesteps(ctx: click.Context, param: click.Parameter, value: Optional[str])
               help="One activation scale per channel, or one per layer.")
 @click.option("--calibration-samples", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--levels", type=click.IntRange(min=1), default=8, show_default=True, help="QCFS quantization levels.")
+@click.option("--hardware", type=click.Path(dir_okay=False, exists=True),
+              help="Crossbar device file: evaluate the spiking network with those layers on simulated crossbars.")
 @click.option("--test-samples", type=click.IntRange(min=0), default=0, help="Evaluate on the first N test images (0: all).")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/convert", show_default=True,
               help="Directory for ann.pt, snn.pt, accuracy.png and TensorBoard logs.")
@@ -301,3 +309,63 @@ def convert_command(json_path: Optional[str], dataset: Optional[str], **options:
 
 if __name__ == "__main__":  # pragma: no cover - `python -m spikeflow.cli`
     main()
+
+
+def _sweeps(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, list]:
+    from .hardware.sweep import parse_sweep
+
+    sweeps = {}
+    for text in value:
+        try:
+            name, values = parse_sweep(text)
+        except (ValueError, TypeError) as error:
+            raise click.BadParameter(str(error)) from None
+        sweeps[name] = values
+    return sweeps
+
+
+@main.command("crossbar")
+@click.option("--preset", type=click.Choice(sorted(_PRESETS)), default="randman", show_default=True,
+              help="Training preset (model and data set).")
+@click.option("--hardware", type=click.Path(dir_okay=False, exists=True),
+              help="Crossbar device file (.yaml/.json/.toml)  [default: the last layer, 16 levels, 5% variation]")
+@click.option("--sweep", "sweeps", multiple=True, callback=_sweeps, metavar="NAME=V1,V2,...",
+              help="A device setting and its values to sweep (repeatable)  "
+                   "[default: program_noise=0,0.02,0.05,0.1,0.2]")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Devices (seeds) per measured point.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs  [default: the preset's]")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST-format folder for the MNIST presets.")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/crossbar", show_default=True)
+@click.option("--no-plot", "plot", flag_value=False, default=True, help="Do not save the sweep plots.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def crossbar_command(hardware: Optional[str], sweeps: dict, json_path: Optional[str], **options: Any) -> None:
+    """Train a preset ordinarily and hardware-aware with layers on a simulated
+    memristive crossbar, and compare the two on the device and along sweeps of its
+    non-idealities (accuracy against each, plotted to OUT/sweep_NAME.png).
+    """
+    from .hardware import CrossbarConfig, HardwareSpec, load_hardware
+    from .hardware.sweep import crossbar_experiment
+    from .train.checkpoint import atomic_write_bytes
+
+    try:
+        spec = load_hardware(hardware) if hardware else HardwareSpec(CrossbarConfig(levels=16, program_noise=0.05))
+    except (ValueError, TypeError, OSError) as error:
+        raise _UsageProblem(_one_line(error)) from None
+    sweeps = sweeps or {"program_noise": [0.0, 0.02, 0.05, 0.1, 0.2]}
+    summary = crossbar_experiment(options.pop("preset"), spec, sweeps, **options)
+    nets = summary["networks"]
+    click.echo(
+        f"{summary['preset']}: ideal {nets['ordinary']['ideal_accuracy']:.2%}; on the device: ordinary training "
+        f"{nets['ordinary']['device_accuracy_mean']:.2%}, hardware-aware {nets['hardware_aware']['device_accuracy_mean']:.2%}"
+    )
+    for name, sweep in nets["hardware_aware"]["sweeps"].items():
+        ordinary = nets["ordinary"]["sweeps"][name]
+        for value, a, b in zip(sweep["values"], ordinary["mean"], sweep["mean"]):
+            click.echo(f"  {name} = {value}: ordinary {a:.2%}, hardware-aware {b:.2%}")
+    if json_path:
+        text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+        atomic_write_bytes(json_path, text.encode("utf-8"))
+        click.echo(f"summary: {json_path}")

@@ -76,6 +76,9 @@ class ConvertConfig:
         tensorboard: write TensorBoard statistics under ``out/tensorboard``.
         plot: save the accuracy-against-time-steps plot.
         seed, threads, quiet: as for ``spikeflow train``.
+        hardware: a crossbar device file (:mod:`spikeflow.hardware.placement`): the
+            spiking network is evaluated with those layers on the simulated device
+            (the saved network keeps the ideal weights, ``info["hardware"]`` the device).
     """
 
     model: Optional[str] = None
@@ -99,6 +102,7 @@ class ConvertConfig:
     seed: int = 0
     threads: int = 0
     quiet: bool = False
+    hardware: Optional[str] = None
 
     def __post_init__(self) -> None:
         from . import CODINGS
@@ -116,6 +120,14 @@ class ConvertConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.test_samples < 0:
             raise ValueError(f"test_samples must be >= 0, got {self.test_samples!r}")
+        if self.hardware is not None:
+            from ..hardware import load_hardware
+
+            if load_hardware(self.hardware).hardware_aware:
+                raise ValueError(
+                    f"hardware file {self.hardware}: hardware_aware training is for spikeflow train; convert "
+                    f"evaluates the converted network on the device (set hardware_aware: false)"
+                )
 
 
 def activation_for(coding: str, levels: int = 8):
@@ -199,13 +211,26 @@ def run_experiment(config: ConvertConfig) -> dict[str, Any]:
         per_channel=config.per_channel, max_samples=config.calibration_samples,
     )
     calibration_images = x_train[: config.calibration_samples]
+    spec = None
+    if config.hardware is not None:
+        from ..hardware import load_hardware
+
+        spec = load_hardware(config.hardware)
+
+    def on_device(net: Any) -> Any:
+        if spec is not None:
+            from ..hardware import to_crossbar
+
+            net.info["hardware"] = {**spec.to_dict(), "placed": to_crossbar(net, spec)}
+        return net
+
     timesteps = tuple(config.timesteps) or (ASN_TIMESTEPS if config.coding == "asn" else preset.timesteps)
     if config.coding in WINDOWED:
         # the network answers after (depth + 1) windows: every T is a window length
         windows = tuple(config.timesteps) or DEFAULT_WINDOWS
         reports = []
         for window in windows:
-            snn = convert(ann, calibration_images, window=window, **convert_options)
+            snn = on_device(convert(ann, calibration_images, window=window, **convert_options))
             report = evaluate_conversion(ann, snn, x_test, y_test, [snn.info["total_steps"]], progress=not config.quiet)
             reports.append((window, report))
             say(f"window {window}: {snn.info['total_steps']} steps in all")
@@ -213,7 +238,7 @@ def run_experiment(config: ConvertConfig) -> dict[str, Any]:
         report = merge_reports([r for _, r in reports])
         summary_extra: dict[str, Any] = {"windows": {str(w): r.timesteps[0] for w, r in reports}}
     else:
-        snn = convert(ann, calibration_images, **convert_options)
+        snn = on_device(convert(ann, calibration_images, **convert_options))
         report = evaluate_conversion(ann, snn, x_test, y_test, list(timesteps), progress=not config.quiet)
         summary_extra = {}
     snn.save(out / "snn.pt")

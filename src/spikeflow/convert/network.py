@@ -105,7 +105,11 @@ def layer_config(module: torch.nn.Module) -> dict:
     if type(module) is snn.LI:
         return {"type": "LI", "shape": list(module.beta.shape), "normalize": bool(module.normalize)}
     name = type(module).__name__
-    if name in _TORCH_LAYERS and type(module) is _TORCH_LAYERS[name][0]:
+    from ..hardware.crossbar import CrossbarLayer
+
+    if isinstance(module, CrossbarLayer):  # saved as its ideal layer; info["hardware"] keeps the device
+        name = "Linear" if isinstance(module, torch.nn.Linear) else "Conv2d"
+    if name in _TORCH_LAYERS and isinstance(module, _TORCH_LAYERS[name][0]):
         cls, fields = _TORCH_LAYERS[name]
         config = {f: _plain(getattr(module, f)) for f in fields}
         if hasattr(module, "bias") and name.startswith(("Linear", "Conv")):

@@ -181,6 +181,10 @@ class TrainConfig:
             takes the preset's choice, 0 leaves torch's setting alone.
         resume: continue from ``out/last.pt``.
         quiet: no progress bar.
+        hardware: layers on a simulated memristive crossbar: a hardware file's path
+            (``.yaml``/``.json``/``.toml``, see :mod:`spikeflow.hardware.placement`) or
+            its settings as a dict; stored as the dict. Training sees the device
+            when it says ``hardware_aware``; evaluation always runs on it.
     """
 
     preset: str = "digits-mlp"
@@ -218,6 +222,7 @@ class TrainConfig:
     threads: Optional[int] = None
     resume: bool = False
     quiet: bool = False
+    hardware: Optional[dict] = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -267,6 +272,17 @@ class TrainConfig:
                 set_(name, value := os.fspath(value))
             if value is not None and (not isinstance(value, str) or not value):
                 raise TypeError(f"{name} must be a directory path, got {value!r}")
+
+        if self.hardware is not None:
+            from ..hardware import HardwareSpec, load_hardware
+
+            if isinstance(self.hardware, (str, os.PathLike)):
+                spec = load_hardware(self.hardware)
+            elif isinstance(self.hardware, Mapping):
+                spec = HardwareSpec.from_dict(self.hardware)
+            else:
+                raise TypeError(f"hardware must be a hardware file path or a dict of settings, got {self.hardware!r}")
+            set_("hardware", spec.to_dict())
 
         sequence = preset.input == "sequence"
         if sequence != (self.encoding == "none"):

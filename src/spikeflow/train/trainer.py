@@ -359,6 +359,10 @@ def _train(
     seed_everything(config.seed)
     x_train, y_train, x_test, y_test = preset.load_data(config)
     model = preset.build(config).to(device)
+    if config.hardware is not None:
+        from ..hardware import HardwareSpec, to_crossbar
+
+        to_crossbar(model, HardwareSpec.from_dict(config.hardware))
     generator = torch.Generator().manual_seed(config.seed)  # shuffling, encoding, augmentation (CPU)
     n_train = len(x_train)
     n_batches = math.ceil((n_train // ctx.world_size) / config.batch_size)
@@ -482,7 +486,14 @@ def _train(
     if record is None:  # pragma: no cover - epochs >= 1 and a checkpoint holds >= 1 epoch
         raise AssertionError("no epoch was trained or recorded")
     epoch_times = [float(r["time_s"]) for r in history]
+    hardware: dict[str, Any] = {}
+    if config.hardware is not None:  # the same network without the device's non-idealities
+        from ..hardware import ideal_crossbars
+
+        with ideal_crossbars(model):
+            hardware["ideal_test_accuracy"] = float(evaluate(model, x_test, y_test, config, device=device)["accuracy"])
     return {
+        **hardware,
         "preset": config.preset,
         "ann": config.ann,
         "seed": config.seed,
