@@ -252,7 +252,7 @@ def _timesteps(ctx: click.Context, param: click.Parameter, value: Optional[str])
               help="Architecture to train (or that MODEL was saved from).")
 @click.option("--coding", type=click.Choice(sorted(_CODINGS)), default="rate", show_default=True,
               help="Coding scheme of the spiking network.")
-@click.option("--timesteps", callback=_timesteps, help="Comma-separated simulation lengths to evaluate  [default: the preset's]")
+@click.option("--timesteps", callback=_timesteps, help="Comma-separated simulation lengths to evaluate  [default: the preset's; 50 to 500 for asn]")
 @click.option("--dataset", type=click.Choice(["digits", "mnist"]), default=None,
               help="Data set  [default: mnist with --data-dir, else digits]")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST-format folder (else $SPIKEFLOW_DATA).")
