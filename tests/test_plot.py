@@ -138,3 +138,87 @@ def test_missing_matplotlib_is_a_clear_import_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"pip install spikeflow\[plot\]"):
         plot.spike_raster(torch.zeros(3, 2), tmp_path / "r.png")
+
+
+def _png_size(path) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    import struct
+
+    data = path.read_bytes()
+    assert data.startswith(PNG) and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+_HISTORY = [
+    {"epoch": 1, "train_loss": 1.5, "train_accuracy": 0.40, "firing_rate": 0.20, "test_loss": 1.2,
+     "test_accuracy": 0.55, "test_firing_rate": 0.15, "lr": 0.01},
+    {"epoch": 2, "train_loss": 0.9, "train_accuracy": 0.70, "firing_rate": 0.12, "test_loss": 0.8,
+     "test_accuracy": 0.75, "test_firing_rate": 0.11, "lr": 0.01},
+    {"epoch": 3, "train_loss": 0.6, "train_accuracy": 0.85, "firing_rate": 0.10, "test_loss": 0.7,
+     "test_accuracy": 0.80, "test_firing_rate": 0.09, "lr": 0.01},
+]
+
+
+def test_training_curves_draw_the_history(tmp_path, figures):
+    path = plot.training_curves(_HISTORY, tmp_path / "curves.png", figsize=(5, 6), title="run")
+    assert path == tmp_path / "curves.png" and _is_png(path)
+    assert _png_size(path) == (5 * plot.DPI, 6 * plot.DPI)
+    loss, accuracy, rate = figures[-1].axes
+    assert [ax.get_ylabel() for ax in (loss, accuracy, rate)] == [
+        "loss", "accuracy (%)", "firing rate (spikes/step)"]
+    for ax, keys, scale in ((loss, ("train_loss", "test_loss"), 1), (accuracy, ("train_accuracy", "test_accuracy"), 100),
+                            (rate, ("firing_rate", "test_firing_rate"), 1)):
+        lines = ax.get_lines()
+        assert [line.get_label() for line in lines] == ["train", "test"]
+        for line, key in zip(lines, keys):
+            assert np.asarray(line.get_xdata()).tolist() == [1, 2, 3]
+            assert np.asarray(line.get_ydata()).tolist() == pytest.approx([scale * r[key] for r in _HISTORY])
+    assert figures[-1].get_suptitle() == "run"
+
+
+def test_training_curves_without_rates_have_two_panels_and_gaps(tmp_path, figures):
+    history = [{"train_loss": 2.0, "train_accuracy": 0.1}, {"train_loss": 1.0, "train_accuracy": 0.3,
+                                                           "test_loss": 1.1, "test_accuracy": 0.25}]
+    path = plot.training_curves(history, tmp_path / "two.png")
+    assert _png_size(path) == (6 * plot.DPI, 5 * plot.DPI)  # 2.5 inches per panel
+    loss, accuracy = figures[-1].axes
+    train, test = loss.get_lines()
+    assert np.asarray(train.get_xdata()).tolist() == [1.0, 2.0]  # no "epoch" keys: numbered from 1
+    assert np.asarray(train.get_ydata()).tolist() == [2.0, 1.0]
+    assert np.isnan(test.get_ydata()[0]) and test.get_ydata()[1] == 1.1  # epoch 1 had no test loss
+    assert np.asarray(accuracy.get_lines()[0].get_ydata()).tolist() == pytest.approx([10, 30])
+    with pytest.raises(ValueError, match="empty"):
+        plot.training_curves([], tmp_path / "empty.png")
+    with pytest.raises(ValueError, match="no train_loss"):
+        plot.training_curves([{"epoch": 1, "firing_rate": 0.1}], tmp_path / "rates_only.png")
+    with pytest.raises(TypeError, match="history\\[1\\]"):
+        plot.training_curves([{"train_loss": 1.0}, 3], tmp_path / "bad.png")
+    with pytest.raises(TypeError, match="must be a number"):
+        plot.training_curves([{"train_loss": "high"}], tmp_path / "bad.png")
+
+
+def test_firing_rates_bars_are_means_and_histograms_count_every_neuron(tmp_path, figures):
+    generator = np.random.default_rng(0)
+    rates = {"1": torch.rand(40, generator=torch.Generator().manual_seed(1)) * 0.3,
+             "conv": generator.random((2, 3, 3)) * 0.8,  # flattened: 18 neurons
+             "out": [0.5, 0.5, 0.25]}
+    path = plot.firing_rates(rates, tmp_path / "rates.png", figsize=(8, 3), bins=10, title="rates")
+    assert _is_png(path) and _png_size(path) == (8 * plot.DPI, 3 * plot.DPI)
+    bars, histogram = figures[-1].axes
+    assert _bar_heights(bars) == pytest.approx([float(rates["1"].mean()), rates["conv"].mean(), 5 / 12])
+    assert [label.get_text() for label in bars.get_xticklabels()] == ["1", "conv", "out"]
+    containers = histogram.containers
+    assert len(containers) == 3
+    assert [sum(patch.get_height() for patch in c) for c in containers] == [40, 18, 3]
+    assert all(len(c) == 10 for c in containers)
+    # a single layer with equal rates: one bin holds all of them
+    plot.firing_rates({"silent": np.zeros(7)}, tmp_path / "silent.png")
+    bars, histogram = figures[-1].axes
+    assert _bar_heights(bars) == [0.0]
+    assert sorted(_bar_heights(histogram))[-1] == 7 and sum(_bar_heights(histogram)) == 7
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        plot.firing_rates({}, tmp_path / "none.png")
+    with pytest.raises(ValueError, match="no neurons"):
+        plot.firing_rates({"a": []}, tmp_path / "none.png")
+    with pytest.raises(ValueError, match="non-finite"):
+        plot.firing_rates({"a": [0.1, float("nan")]}, tmp_path / "nan.png")

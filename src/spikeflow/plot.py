@@ -5,9 +5,10 @@ global figure state and no display backend is needed), saves it to ``path`` (the
 format follows the suffix: ``.png``, ``.pdf``, ``.svg``, ...; missing folders are
 created) and returns the path::
 
-    from spikeflow.plot import spike_raster, accuracy_vs_timesteps
+    from spikeflow.plot import spike_raster, accuracy_vs_timesteps, training_curves
     spike_raster(spikes, "raster.png")                  # spikes [T, N] or [T, B, ...]
     accuracy_vs_timesteps(report, "accuracy.png")       # a ConversionReport
+    training_curves(summary["history"], "curves.png")   # spikeflow.train.train's summary
 
 Time is always the first axis (``[T, ...]``); steps are numbered from 0.
 """
@@ -24,13 +25,18 @@ import numpy as np
 __all__ = [
     "accuracy_vs_nonideality",
     "accuracy_vs_timesteps",
+    "firing_rates",
     "membrane_traces",
     "spike_count_histogram",
     "spike_raster",
     "spike_time_histogram",
+    "training_curves",
 ]
 
 _INSTALL = "pip install spikeflow[plot]"
+
+DPI = 120
+"""Resolution of saved raster images: a figure of ``(w, h)`` inches is ``(120 w, 120 h)`` pixels."""
 
 PathLike = Union[str, os.PathLike]
 
@@ -48,7 +54,7 @@ def _save(fig: Any, path: PathLike) -> Path:
     """Write ``fig`` to ``path`` (folders created) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=DPI)
     return path
 
 
@@ -325,3 +331,126 @@ def spike_time_histogram(times: Any, path: PathLike, *, title: Optional[str] = N
     """
     layers = _per_layer(times, ["first_spike_histogram", "spikes_per_step"], "times")
     return _histograms(layers, path, "step", title)
+
+
+# (panel label, y-axis label, scale, ((history key, line label), ...))
+_CURVES = (
+    ("loss", "loss", 1.0, (("train_loss", "train"), ("test_loss", "test"))),
+    ("accuracy", "accuracy (%)", 100.0, (("train_accuracy", "train"), ("test_accuracy", "test"))),
+    ("firing rate", "firing rate (spikes/step)", 1.0, (("firing_rate", "train"), ("test_firing_rate", "test"))),
+)
+
+
+def _history_value(record: Mapping[str, Any], key: str, epoch: int) -> float:
+    value = record.get(key)
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"history: epoch {epoch}'s {key!r} must be a number, got {value!r}") from None
+
+
+def training_curves(
+    history: Sequence[Mapping[str, Any]],
+    path: PathLike,
+    *,
+    figsize: Optional[tuple[float, float]] = None,
+    title: Optional[str] = None,
+) -> Path:
+    """Loss and accuracy (in %) per epoch, train and test, one panel each, and the
+    firing rate in a third panel when the history has one.
+
+    A line is drawn for every key that some epoch holds (``train_loss``,
+    ``test_loss``, ``train_accuracy``, ``test_accuracy``, ``firing_rate`` (training),
+    ``test_firing_rate``); an epoch without it (or with None) leaves a gap.
+
+    Args:
+        history: per-epoch dicts, as in the ``history`` of the summary
+            :func:`spikeflow.train.train` returns or of a training checkpoint; the x
+            values are their ``epoch`` (else 1, 2, ...).
+        path: the file to write.
+        figsize: ``(width, height)`` in inches (:data:`DPI` pixels each); default 6
+            wide, 2.5 high per panel.
+        title: the figure title.
+    """
+    if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
+        raise TypeError(f"history must be a list of per-epoch dicts, got {type(history).__name__}")
+    if not history:
+        raise ValueError("no epochs to plot: the history is empty")
+    for i, record in enumerate(history):
+        if not isinstance(record, Mapping):
+            raise TypeError(f"history[{i}] must be a dict of per-epoch metrics, got {type(record).__name__}")
+    epochs = [_history_value(r, "epoch", i + 1) if "epoch" in r else float(i + 1) for i, r in enumerate(history)]
+    panels = [
+        (name, ylabel, scale, [(key, label) for key, label in lines if any(key in r for r in history)])
+        for name, ylabel, scale, lines in _CURVES
+    ]
+    panels = [panel for panel in panels if panel[3]]
+    if not any(name in ("loss", "accuracy") for name, *_ in panels):
+        raise ValueError(
+            "the history has no train_loss, test_loss, train_accuracy or test_accuracy to plot"
+        )
+    fig = _figure(*(figsize or (6.0, 2.5 * len(panels))))
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (name, ylabel, scale, lines) in zip(axes, panels):
+        for key, label in lines:
+            values = [scale * _history_value(r, key, int(e)) for r, e in zip(history, epochs)]
+            ax.plot(epochs, values, marker="o", markersize=3, label=label)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    axes[-1].set_xlabel("epoch")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def firing_rates(
+    rates: Mapping[str, Any],
+    path: PathLike,
+    *,
+    bins: int = 20,
+    figsize: Optional[tuple[float, float]] = None,
+    title: Optional[str] = None,
+) -> Path:
+    """Firing rates per layer: a bar of each layer's mean rate (left) and histograms of
+    its neurons' rates (right, one colour per layer, on common bins).
+
+    Args:
+        rates: ``{layer: per-neuron rates}`` (a tensor or array, flattened), for
+            example spikes per neuron and step.
+        path: the file to write.
+        bins: number of histogram bins, spread over the range of all rates.
+        figsize: ``(width, height)`` in inches (:data:`DPI` pixels each); default
+            ``(10, 4)``.
+        title: the figure title.
+    """
+    if not isinstance(rates, Mapping) or not rates:
+        raise ValueError("rates must be a non-empty mapping {layer: per-neuron rates}")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    layers = {str(name): _array(values, f"rates[{name!r}]").reshape(-1) for name, values in rates.items()}
+    for name, values in layers.items():
+        if values.size == 0:
+            raise ValueError(f"layer {name!r} has no neurons")
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"layer {name!r} has non-finite rates")
+    names = list(layers)
+    means = [float(values.mean()) for values in layers.values()]
+    fig = _figure(*(figsize or (10.0, 4.0)))
+    bar_ax, hist_ax = fig.subplots(1, 2)
+    bar_ax.bar(np.arange(len(names)), means, color=[f"C{i}" for i in range(len(names))])
+    bar_ax.set_xticks(np.arange(len(names)), names)
+    bar_ax.set_xlabel("layer")
+    bar_ax.set_ylabel("mean firing rate")
+    low = min(float(v.min()) for v in layers.values())
+    high = max(float(v.max()) for v in layers.values())
+    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+    hist_ax.hist(list(layers.values()), bins=edges, label=names, color=[f"C{i}" for i in range(len(names))])
+    hist_ax.set_xlabel("firing rate")
+    hist_ax.set_ylabel("neurons")
+    hist_ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
