@@ -307,8 +307,6 @@ def convert_command(json_path: Optional[str], dataset: Optional[str], **options:
         click.echo(f"summary: {json_path}")
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m spikeflow.cli`
-    main()
 
 
 def _sweeps(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, list]:
@@ -369,3 +367,329 @@ def crossbar_command(hardware: Optional[str], sweeps: dict, json_path: Optional[
         text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
         atomic_write_bytes(json_path, text.encode("utf-8"))
         click.echo(f"summary: {json_path}")
+
+
+# ------------------------------------------------------------------------- spikeflow plot
+
+
+@main.group("plot")
+def plot_group() -> None:
+    """Figures of a training run or a conversion, as PNG files (needs matplotlib: pip install spikeflow[plot]).
+
+    \b
+    spikeflow plot curves RUN          loss, accuracy and firing rate per epoch
+    spikeflow plot activity RUN        raster, membrane traces, firing rates, spike counts
+    spikeflow plot conversion REPORT   ANN and SNN accuracy against time steps
+
+    RUN is a run directory (its last.pt) or a checkpoint file; `plot curves` also
+    reads the summary `spikeflow train --json` writes. Each command prints the
+    files it wrote.
+    """
+
+
+def _plot_done(files: list, json_path: Optional[str]) -> None:
+    """Print the written files; with --json also write ``{"files": [...]}``."""
+    from .train.checkpoint import atomic_write_bytes
+
+    names = [str(path) for path in files]
+    for name in names:
+        click.echo(name)
+    if json_path:
+        atomic_write_bytes(json_path, (json.dumps({"files": names}, indent=2) + "\n").encode("utf-8"))
+
+
+def _plot_json(path: Any, what: str) -> dict:
+    """The JSON object in ``path`` (a one-line error if there is none)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{what} {path} is not valid JSON ({_one_line(error)})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} is not a JSON object")
+    return data
+
+
+def _plot_is_json(path: Any) -> bool:
+    if path.suffix.lower() == ".json":
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(64).lstrip()[:1] == b"{"
+
+
+def _plot_checkpoint(source: str, needs: tuple[str, ...]) -> tuple[Any, dict]:
+    """The training checkpoint ``source`` names (a run directory: its last.pt), read
+    with ``weights_only=True``, and checked to hold ``needs``."""
+    from pathlib import Path
+
+    from .train import CheckpointError
+    from .train.checkpoint import FORMAT, read_weights_only
+    from .train.trainer import LAST
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / LAST
+        if not path.is_file():
+            raise FileNotFoundError(f"{source} is not a training run: it holds no {LAST}")
+    elif not path.exists():
+        raise FileNotFoundError(f"{source} does not exist")
+    payload = read_weights_only(path, what="training checkpoint")
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(
+            f"{path} is not a spikeflow training checkpoint (expected format {FORMAT!r}, found {found!r})"
+        )
+    missing = [key for key in needs if key not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete: it lacks {', '.join(missing)}")
+    if not isinstance(payload["config"], dict):
+        raise CheckpointError(f"checkpoint {path} holds no training config")
+    return path, payload
+
+
+def _plot_title(config: Any) -> str:
+    if not isinstance(config, dict) or not isinstance(config.get("preset"), str):
+        return ""
+    return config["preset"] + (" (ANN twin)" if config.get("ann") else "")
+
+
+_OUT_PNG = click.Path(dir_okay=False)
+_JSON_FILES = click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), help='Also write {"files": [...]} to this file.'
+)
+
+
+@plot_group.command("curves")
+@click.argument("source", metavar="RUN_DIR_OR_CHECKPOINT", type=click.Path())
+@click.option("--out", type=_OUT_PNG, help="The image to write  [default: curves.png beside the checkpoint or summary]")
+@_JSON_FILES
+def plot_curves_command(source: str, out: Optional[str], json_path: Optional[str]) -> None:
+    """Loss, accuracy and firing rate per epoch of a training run: from its
+    last.pt, another checkpoint, or a `spikeflow train --json` summary."""
+    from pathlib import Path
+
+    from .plot import training_curves
+    from .train import CheckpointError
+
+    path = Path(source)
+    if path.is_file() and _plot_is_json(path):
+        summary = _plot_json(path, "training summary")
+        history, config = summary.get("history"), summary.get("config")
+        if not isinstance(history, list):
+            raise ValueError(f"{path} is not a `spikeflow train --json` summary: it has no history")
+    else:
+        path, checkpoint = _plot_checkpoint(source, ("config", "history"))
+        history, config = checkpoint["history"], checkpoint["config"]
+        if not isinstance(history, list):
+            raise CheckpointError(f"checkpoint {path} holds no per-epoch history")
+    if not history:
+        raise ValueError(f"{path} holds no finished epoch to plot")
+    title = f"{_plot_title(config)}: {len(history)} epoch{'s' if len(history) != 1 else ''}".lstrip(": ")
+    written = training_curves(history, out or path.parent / "curves.png", title=title)
+    _plot_done([written], json_path)
+
+
+def _plot_network(path: Any, checkpoint: dict, data_dir: Optional[str]) -> tuple[Any, Any]:
+    """``(config, model)``: the checkpoint's network rebuilt from its config, on the
+    CPU, with the trained weights, in eval mode."""
+    import torch
+
+    from .backends import backend_names
+    from .train import CheckpointError, build_model
+    from .train.checkpoint import _reason
+
+    saved = {**checkpoint["config"], "device": "cpu", "resume": False, "tensorboard": False}
+    if saved.get("backend") not in backend_names():
+        saved["backend"] = "auto"  # a backend of the machine that trained it
+    if data_dir is not None:
+        saved["data_dir"] = data_dir
+    try:
+        config = _TrainConfig.from_dict(saved)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path} holds an invalid config: {_one_line(error)}") from None
+    with torch.random.fork_rng(devices=[]):  # the initial weights are replaced anyway
+        torch.manual_seed(config.seed)
+        model = build_model(config)
+        if config.hardware is not None:
+            from .hardware import HardwareSpec, to_crossbar
+
+            to_crossbar(model, HardwareSpec.from_dict(config.hardware))
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the {config.preset} network its config describes ({_reason(error)})"
+        ) from None
+    return config, model.eval()
+
+
+@plot_group.command("activity")
+@click.argument("source", metavar="RUN_DIR_OR_CHECKPOINT", type=click.Path())
+@click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Test samples to run the network on (the first N of the preset's test split).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST-format folder  [default: the run's]")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the images  [default: plots/ in the run directory]")
+@_JSON_FILES
+def plot_activity_command(
+    source: str, samples: int, data_dir: Optional[str], out: Optional[str], json_path: Optional[str]
+) -> None:
+    """Spiking activity of a trained network on test samples.
+
+    Rebuilds the network from the checkpoint's config and weights, runs it on the
+    first --samples test inputs (encoded as in evaluation) and writes to --out:
+    raster.png (the first spiking layer's spikes on sample 0), membrane.png (its
+    membrane potential on sample 0, for the up to 8 neurons that spiked most),
+    rates.png (firing rate per layer and per neuron) and spike_counts.png (spikes
+    per neuron and sample, per layer).
+    """
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from . import plot as _plot
+    from .train import load_data
+    from .train.activity import LayerActivity, spiking_layers
+    from .train.trainer import _STOCHASTIC, _encode_batch
+
+    path, checkpoint = _plot_checkpoint(source, ("config", "model"))
+    config, model = _plot_network(path, checkpoint, data_dir)
+    layers = spiking_layers(model)
+    if not layers:
+        raise ValueError(f"the network of {path} has no spiking layers (an ANN twin?): no spikes to plot")
+    x_test = load_data(config)[2][:samples]
+    n = len(x_test)
+    if n == 0:
+        raise ValueError(f"preset {config.preset} has no test samples")
+
+    inputs: dict[str, torch.Tensor] = {}  # each spiking layer's input for sample 0
+
+    def keep_input(name: str):
+        def hook(module: torch.nn.Module, args: Any) -> None:
+            inputs.setdefault(name, args[0][:, :1].detach())
+
+        return hook
+
+    handles = [module.register_forward_pre_hook(keep_input(name)) for name, module in layers.items()]
+    generator = torch.Generator().manual_seed(config.seed + 1) if config.encoding in _STOCHASTIC else None
+    outputs: dict[str, list] = {}
+    activity = LayerActivity(model, keep_outputs=True)
+    try:
+        with torch.no_grad():
+            for start in range(0, n, 256):
+                model(_encode_batch(config, x_test[start : start + 256], generator))
+                for name, spikes in activity.outputs().items():
+                    outputs.setdefault(name, []).append(spikes.detach().float())
+        counts, entries = activity.counts(), activity.entries()
+    finally:
+        activity.close()
+        for handle in handles:
+            handle.remove()
+    spikes = {name: torch.cat(parts, dim=1) for name, parts in outputs.items()}  # [T, n, *features]
+    if not spikes:
+        raise ValueError(f"no spiking layer of the network of {path} ran")
+
+    folder = Path(out) if out else path.parent / "plots"
+    title = _plot_title(checkpoint["config"])
+    first = next(name for name in layers if name in spikes)
+    grid = spikes[first][:, 0].reshape(spikes[first].shape[0], -1)  # [T, neurons] of sample 0
+    files = [_plot.spike_raster(grid, folder / "raster.png",
+                                title=f"layer {first}, sample 0: {int((grid != 0).sum())} spikes")]
+
+    trajectory = layers[first].record(inputs[first]).trajectory if first in inputs else None
+    v = getattr(trajectory, "v", None)
+    if v is not None:
+        per_neuron = (grid != 0).sum(dim=0).numpy()
+        shown = np.sort(np.argsort(-per_neuron, kind="stable")[: min(8, len(per_neuron))])
+        threshold = getattr(layers[first], "threshold", None)
+        if threshold is not None:
+            theta = _plot._array(threshold, "threshold").reshape(-1)
+            threshold = theta[0] if theta.size == 1 else theta[shown] if theta.size == len(per_neuron) else None
+        trace = v.detach()[:, 0].reshape(v.shape[0], -1)[:, shown]
+        files.append(_plot.membrane_traces(
+            trace, folder / "membrane.png", threshold, max_traces=len(shown),
+            title=f"layer {first}, sample 0: neurons {', '.join(str(i) for i in shown)}",
+        ))
+    else:
+        click.echo(f"no membrane.png: layer {first} ({type(layers[first]).__name__}) records no membrane potential v")
+
+    rates = {name: counts[name].reshape(-1).double() * counts[name].numel() / entries[name] for name in spikes}
+    files.append(_plot.firing_rates(rates, folder / "rates.png",
+                                    title=f"{title}: {n} test samples, T = {config.time_steps}".lstrip(": ")))
+    per_sample = {name: (s != 0).sum(dim=0).reshape(-1) for name, s in spikes.items()}  # over steps, per (sample, neuron)
+    files.append(_plot.spike_count_histogram(per_sample, folder / "spike_counts.png",
+                                             title=f"spikes per neuron and sample ({n} test samples)"))
+    _plot_done(files, json_path)
+
+
+@plot_group.command("conversion")
+@click.argument("report", metavar="REPORT_JSON", type=click.Path())
+@click.option("--out", type=_OUT_PNG, help="The image to write  [default: conversion.png beside REPORT_JSON]")
+@_JSON_FILES
+def plot_conversion_command(report: str, out: Optional[str], json_path: Optional[str]) -> None:
+    """SNN accuracy against time steps, and the ANN's, from a `spikeflow convert
+    --json` summary."""
+    from pathlib import Path
+
+    from .plot import accuracy_vs_timesteps
+
+    path = Path(report)
+    summary = _plot_json(path, "conversion summary")
+    if not isinstance(summary.get("snn_accuracy"), dict) or not summary["snn_accuracy"]:
+        raise ValueError(f"{path} is not a `spikeflow convert --json` summary: it has no snn_accuracy per T")
+    config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+    title = " ".join(filter(None, [config.get("preset"), f"({summary['coding']})" if summary.get("coding") else None]))
+    written = accuracy_vs_timesteps(summary, out or path.parent / "conversion.png", title=title or None)
+    _plot_done([written], json_path)
+
+
+@main.command("tune")
+@click.argument("space_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--trials", type=click.IntRange(min=1), required=True,
+              help="Finished (complete + pruned) trials the study should hold, earlier runs and other workers included.")
+@click.option("--storage", help="Optuna database URL, e.g. postgresql://host/db  [default: sqlite:///OUT/study.db]")
+@click.option("--study-name", help="Study name  [default: the space file's name without its suffix]")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/tune", show_default=True,
+              help="Directory for the trials' runs (OUT/trial_N), the default storage and tune.json.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Start no new trial after this many seconds.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the best result, not a line per trial.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the study summary (OUT/tune.json) to this file.")
+def tune_command(space_file: str, json_path: Optional[str], **options: Any) -> None:
+    """Search hyper-parameters of training or conversion runs with Optuna.
+
+    SPACE_FILE (.yaml, .json or .toml) names the task (train or convert), the fixed
+    settings, the metric and the parameters to search; see spikeflow.tune for the
+    format. Running the command again with the same --storage and --study-name
+    continues the study, and several processes may share one study.
+    """
+    from .train.checkpoint import atomic_write_bytes
+    from .tune import load_space, tune
+
+    try:
+        space = load_space(space_file)
+    except (ValueError, TypeError) as error:
+        raise _UsageProblem(_one_line(error)) from None
+    from pathlib import Path
+
+    study_name = options.pop("study_name") or Path(space_file).stem
+    summary = tune(space, study_name=study_name, **options)
+    counts = f"{summary['complete']} complete, {summary['pruned']} pruned, {summary['failed']} failed"
+    if summary["best_params"] is None:
+        click.echo(f"study {summary['study_name']}: no complete trial ({counts})")
+    else:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary["best_params"].items())
+        click.echo(
+            f"study {summary['study_name']}: best {summary['metric']} {summary['best_value']:.4f} "
+            f"at trial {summary['best_trial']} ({params}); {counts}"
+        )
+    click.echo(f"summary: {Path(summary['out']) / 'tune.json'}")
+    if json_path:
+        text = json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
+        atomic_write_bytes(json_path, text.encode("utf-8"))
+        click.echo(f"summary: {json_path}")
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m spikeflow.cli`
+    main()
