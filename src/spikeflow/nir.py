@@ -1,0 +1,500 @@
+"""NIR export and import: spikeflow networks to and from the Neuromorphic
+Intermediate Representation (the ``nir`` package, ``pip install spikeflow[nir]``).
+
+NIR describes neurons as continuous-time ODEs; spikeflow steps them in discrete
+time. The mapping is forward Euler with a step ``dt`` (seconds; 1e-4 by default,
+snnTorch's convention; Norse uses 1e-3 and takes it as an argument):
+
+- LIF ``tau dv/dt = (v_leak - v) + r I``: ``beta = 1 - dt / tau`` and an input gain
+  ``g = r dt / tau``. Export writes ``tau = dt / (1 - beta)``, ``r = tau / dt`` (gain 1),
+  ``v_leak = 0``, ``v_reset = 0``; import puts a ``Scale(g)`` before the neuron when
+  ``g != 1``.
+- IF ``dv/dt = r I``: gain ``r dt`` (export: ``r = 1 / dt``).
+- CubaLIF ``tau_syn dI/dt = -I + w_in S``, ``tau_mem dv/dt = (v_leak - v) + r I``:
+  ``alpha = 1 - dt / tau_syn``, ``beta = 1 - dt / tau_mem``, the input scaled by
+  ``w_in dt / tau_syn`` and the current by ``r dt / tau_mem`` (spikeflow's ``gain``), in
+  the order ``current_first`` (the order snnTorch and Norse both simulate NIR in).
+- LI (non-spiking readout): like LIF; ``normalize=True`` is ``r = 1``.
+- Spikes: ``v > v_threshold``; NIR resets to ``v_reset``, which is spikeflow's
+  ``reset="zero"``. A neuron resetting by subtraction has no NIR form: export raises
+  unless ``subtract_reset="as_zero"`` accepts the change.
+- Recurrent weights are a cycle ``neuron -> Linear -> neuron`` (the drive reaches the
+  neuron one step later, as in spikeflow and snnTorch's RLeaky).
+
+Norse ignores ``r`` when it reads a LIF node; ``unit_resistance=True`` folds every
+``r`` into the weights feeding the neuron so that the graph has ``r = 1`` and means the
+same to every reader.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .convert.layers import Scale
+from .nn import CubaLIF, IF, LI, LIF, Sequential
+from .nn._layers import Flatten, TimeDistributed
+
+__all__ = ["NIRError", "from_nir", "read", "to_nir", "write"]
+
+DEFAULT_DT = 1e-4
+
+
+class NIRError(ValueError):
+    """A network part with no NIR form, or a NIR graph spikeflow cannot run."""
+
+
+def _nir():
+    try:
+        import nir
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("NIR support needs the nir package: pip install spikeflow[nir]") from None
+    return nir
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().to(torch.float64).numpy()
+
+
+def _full(value: torch.Tensor, shape: tuple) -> np.ndarray:
+    return np.broadcast_to(_np(value), shape).copy()
+
+
+# -- export ---------------------------------------------------------------------------
+def _flat_layers(model: torch.nn.Module, prefix: str = "") -> list[tuple[str, torch.nn.Module]]:
+    if isinstance(model, Sequential):
+        out = []
+        for i, layer in enumerate(model.layers):
+            out += _flat_layers(layer, f"{prefix}{i}.")
+        return out
+    if isinstance(model, TimeDistributed):
+        return [(prefix.rstrip("."), model.module)]
+    return [(prefix.rstrip(".") or type(model).__name__.lower(), model)]
+
+
+def _reset_ok(name: str, module: torch.nn.Module, subtract_reset: str) -> None:
+    reset = module.reset.value
+    if reset == "zero" or (reset == "subtract" and subtract_reset == "as_zero"):
+        return
+    raise NIRError(
+        f"layer {name} ({type(module).__name__}) resets by {reset!r}; NIR neurons reset to v_reset "
+        f"(spikeflow's reset='zero'): build it with reset='zero', or pass subtract_reset='as_zero' "
+        f"to export it as a reset to zero anyway"
+    )
+
+
+def _neuron_node(name: str, module: torch.nn.Module, shape: tuple, dt: float, subtract_reset: str):
+    nir = _nir()
+    if type(module) in (LIF, IF):
+        _reset_ok(name, module, subtract_reset)
+        thr = _full(module.threshold, shape)
+        beta = _full(module.beta, shape)
+        if np.all(beta == 1.0):
+            return nir.IF(r=np.full(shape, 1.0 / dt), v_threshold=thr, v_reset=np.zeros(shape))
+        if np.any(beta >= 1.0):
+            raise NIRError(f"layer {name}: a LIF with beta = 1 on some neurons only has no NIR form")
+        tau = dt / (1.0 - beta)
+        return nir.LIF(tau=tau, r=tau / dt, v_leak=np.zeros(shape), v_threshold=thr, v_reset=np.zeros(shape))
+    if type(module) is CubaLIF:
+        _reset_ok(name, module, subtract_reset)
+        if module.order.value != "current_first":
+            raise NIRError(f"layer {name}: CubaLIF order {module.order.value!r} has no NIR form; use 'current_first'")
+        if module.alpha_rec is not None:
+            raise NIRError(f"layer {name}: CubaLIF with a separate recurrent current (alpha_rec) has no NIR form")
+        alpha, beta = _full(module.alpha, shape), _full(module.beta, shape)
+        if np.any(alpha >= 1.0) or np.any(beta >= 1.0):
+            raise NIRError(f"layer {name}: CubaLIF with alpha or beta = 1 has no NIR form")
+        tau_syn, tau_mem = dt / (1.0 - alpha), dt / (1.0 - beta)
+        a_i = (1.0 - alpha) if module.normalize else np.ones(shape)
+        a_v = (1.0 - beta) if module.normalize else np.ones(shape)
+        return nir.CubaLIF(
+            tau_syn=tau_syn, tau_mem=tau_mem, r=a_v * float(module.gain) * tau_mem / dt, v_leak=np.zeros(shape),
+            v_threshold=_full(module.threshold, shape), v_reset=np.zeros(shape), w_in=a_i * tau_syn / dt,
+        )
+    if type(module) is LI:
+        beta = _full(module.beta, shape)
+        if np.any(beta >= 1.0):
+            if np.all(beta == 1.0) and not module.normalize:
+                return nir.I(r=np.full(shape, 1.0 / dt))
+            raise NIRError(f"layer {name}: an LI with beta = 1 on some neurons only has no NIR form")
+        tau = dt / (1.0 - beta)
+        r = np.ones(shape) if module.normalize else tau / dt
+        return nir.LI(tau=tau, r=r, v_leak=np.zeros(shape))
+    return None
+
+
+def _layer_node(name: str, module: torch.nn.Module, in_shape: tuple):
+    nir = _nir()
+    if isinstance(module, torch.nn.Linear) and type(module) is torch.nn.Linear:
+        if module.bias is None:
+            return nir.Linear(weight=_np(module.weight))
+        return nir.Affine(weight=_np(module.weight), bias=_np(module.bias))
+    if type(module) in (torch.nn.Conv1d, torch.nn.Conv2d):
+        if module.padding_mode != "zeros":
+            raise NIRError(f"layer {name}: padding_mode {module.padding_mode!r} has no NIR form")
+        bias = _np(module.bias) if module.bias is not None else np.zeros(module.out_channels)
+        one = type(module) is torch.nn.Conv1d
+        cls = nir.Conv1d if one else nir.Conv2d
+        pick = (lambda v: v[0]) if one else tuple
+        padding = module.padding if isinstance(module.padding, str) else pick(module.padding)
+        return cls(
+            input_shape=in_shape[1] if one else tuple(in_shape[1:]), weight=_np(module.weight),
+            stride=pick(module.stride), padding=padding, dilation=pick(module.dilation),
+            groups=module.groups, bias=bias,
+        )
+    if isinstance(module, Flatten) or (type(module) is torch.nn.Flatten and module.start_dim == 1 and module.end_dim == -1):
+        return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
+    if type(module) is torch.nn.AvgPool2d:
+        if module.divisor_override not in (None,) or module.ceil_mode or (module.padding not in (0, (0, 0)) and not module.count_include_pad):
+            raise NIRError(f"layer {name}: this AvgPool2d configuration has no NIR form")
+        pair = lambda v: np.array(v if isinstance(v, (tuple, list)) else (v, v))  # noqa: E731
+        return nir.AvgPool2d(kernel_size=pair(module.kernel_size), stride=pair(module.stride or module.kernel_size),
+                             padding=pair(module.padding))
+    if type(module) is Scale:
+        return nir.Scale(scale=_full(module.scale.view((-1,) + (1,) * (len(in_shape) - 1)) if module.scale.dim() == 1 and len(in_shape) > 1 else module.scale, in_shape))
+    if type(module) in (torch.nn.Dropout, torch.nn.Identity):
+        return "skip"
+    return None
+
+
+def to_nir(
+    model: torch.nn.Module,
+    input_shape: tuple,
+    *,
+    dt: float = DEFAULT_DT,
+    subtract_reset: str = "error",
+    unit_resistance: bool = False,
+):
+    """The NIR graph of a spikeflow network.
+
+    Args:
+        model: a :class:`spikeflow.nn.Sequential` (or a single layer) of Linear, Conv1d,
+            Conv2d, Flatten, AvgPool2d, Scale, Dropout and LIF / IF / CubaLIF / LI
+            neurons (recurrent ones included).
+        input_shape: the features of one time step of one sample, e.g. ``(784,)`` or
+            ``(1, 28, 28)``.
+        dt: the Euler step in seconds the time constants are written for.
+        subtract_reset: ``"error"`` (default) or ``"as_zero"``: export neurons that
+            reset by subtraction as resetting to zero (their spikes may then differ).
+        unit_resistance: fold each neuron's ``r`` (and CubaLIF's ``w_in``) into the
+            weights feeding it, so every ``r`` and ``w_in`` is 1 (for Norse).
+
+    Returns:
+        a ``nir.NIRGraph`` with nodes ``input``, one per layer (named by its index in the
+        Sequential) and ``output``; recurrent weights are nodes ``<layer>.rec``.
+
+    Raises:
+        NIRError: a layer with no NIR form (its path and class named): ASN, GradedLIF,
+            max pooling, BatchNorm, crossbar layers, ...
+    """
+    nir = _nir()
+    if not isinstance(dt, (int, float)) or not dt > 0:
+        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
+    if subtract_reset not in ("error", "as_zero"):
+        raise ValueError(f"subtract_reset must be 'error' or 'as_zero', got {subtract_reset!r}")
+    shape = tuple(int(s) for s in input_shape)
+    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(shape)})}
+    edges: list[tuple[str, str]] = []
+    previous = "input"
+    x = torch.zeros((1, 1) + shape)
+    for name, module in _flat_layers(model):
+        in_shape = tuple(x.shape[2:])
+        with torch.no_grad():
+            if getattr(module, "stateful", False):
+                y, _ = module(x)
+            else:
+                y = TimeDistributed(module)(x) if not isinstance(module, Flatten) else module(x)
+        out_shape = tuple(y.shape[2:])
+        node = _neuron_node(name, module, out_shape, dt, subtract_reset) if getattr(module, "stateful", False) else _layer_node(name, module, in_shape)
+        if node is None:
+            raise NIRError(
+                f"layer {name} ({type(module).__name__}) has no NIR form; exportable: Linear, Conv1d, Conv2d, "
+                f"Flatten, AvgPool2d, Scale, Dropout, LIF, IF, CubaLIF, LI"
+            )
+        x = y
+        if isinstance(node, str):
+            continue
+        nodes[name] = node
+        edges.append((previous, name))
+        rec = getattr(module, "recurrent_weight", None)
+        if rec is not None:
+            nodes[f"{name}.rec"] = nir.Linear(weight=_np(rec))
+            edges += [(name, f"{name}.rec"), (f"{name}.rec", name)]
+        previous = name
+    nodes["output"] = nir.Output(output_type={"output": np.array(tuple(x.shape[2:]))})
+    edges.append((previous, "output"))
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+    if unit_resistance:
+        _fold_resistance(graph)
+    return graph
+
+
+def _input_gain(node) -> Optional[np.ndarray]:
+    """The factor by which a neuron node's resistance scales its input (None: none)."""
+    nir = _nir()
+    if isinstance(node, nir.CubaLIF):
+        return node.w_in * node.r
+    if isinstance(node, (nir.LIF, nir.LI, nir.IF, nir.I)):
+        return node.r
+    return None
+
+
+def _fold_resistance(graph) -> None:
+    """Move every neuron's ``r`` (and ``w_in``) into the weight nodes feeding it."""
+    nir = _nir()
+    for name, node in graph.nodes.items():
+        gain = _input_gain(node)
+        if gain is None or np.allclose(gain, 1.0, rtol=1e-12, atol=0):
+            continue
+        feeders = [src for src, dst in graph.edges if dst == name]
+        for src in feeders:
+            w = graph.nodes[src]
+            if isinstance(w, (nir.Affine, nir.Linear)):
+                g = np.broadcast_to(gain, (w.weight.shape[0],))
+                w.weight = w.weight * g[:, None]
+                if isinstance(w, nir.Affine):
+                    w.bias = w.bias * g
+            elif isinstance(w, (nir.Conv1d, nir.Conv2d)):
+                g = np.asarray(gain)
+                per_channel = g.reshape(g.shape[0], -1)
+                if not np.all(per_channel == per_channel[:, :1]):
+                    raise NIRError(f"node {name}: a resistance that varies within a channel cannot be folded into {src}")
+                g = per_channel[:, 0]
+                w.weight = w.weight * g.reshape((-1,) + (1,) * (w.weight.ndim - 1))
+                w.bias = w.bias * g
+            else:
+                raise NIRError(f"node {name}: its resistance cannot be folded into {src} ({type(w).__name__})")
+        if isinstance(node, nir.CubaLIF):
+            node.w_in, node.r = np.ones_like(node.w_in), np.ones_like(node.r)
+        else:
+            node.r = np.ones_like(node.r)
+
+
+def write(path: str | os.PathLike, graph) -> Path:
+    """Write ``graph`` (a NIR graph, or a spikeflow model: pass it through
+    :func:`to_nir` first) to a ``.nir`` (HDF5) file."""
+    _nir().write(str(path), graph)
+    return Path(path)
+
+
+def read(path: str | os.PathLike):
+    """Read a ``.nir`` file (no code runs: HDF5 datasets only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"NIR file {path} does not exist")
+    try:
+        return _nir().read(str(path))
+    except Exception as exc:  # h5py raises OSError, KeyError, ValueError, ... on bad files
+        raise NIRError(f"{path} is not a readable NIR file: {type(exc).__name__}: {exc}") from None
+
+
+# -- import ---------------------------------------------------------------------------
+def _inline(graph, prefix: str = "") -> tuple[dict, list]:
+    """Nodes and edges of ``graph`` with nested graphs inlined (their Input and Output
+    nodes kept as pass-through nodes)."""
+    nir = _nir()
+    nodes: dict[str, Any] = {}
+    edges: list[tuple[str, str]] = []
+    entry: dict[str, str] = {}
+    exit_: dict[str, str] = {}
+    for name, node in graph.nodes.items():
+        full = prefix + name
+        if isinstance(node, nir.NIRGraph):
+            sub_nodes, sub_edges = _inline(node, full + ".")
+            nodes.update(sub_nodes)
+            edges += sub_edges
+            ins = [k for k, v in node.nodes.items() if isinstance(v, nir.Input)]
+            outs = [k for k, v in node.nodes.items() if isinstance(v, nir.Output)]
+            if len(ins) != 1 or len(outs) != 1:
+                raise NIRError(f"subgraph {full} must have one input and one output")
+            entry[full], exit_[full] = f"{full}.{ins[0]}", f"{full}.{outs[0]}"
+        else:
+            nodes[full] = node
+    for src, dst in graph.edges:
+        src, dst = prefix + src, prefix + dst
+        edges.append((exit_.get(src, src), entry.get(dst, dst)))
+    return nodes, edges
+
+
+def _remove_passthrough(nodes: dict, edges: list, keep: set) -> None:
+    nir = _nir()
+    for name in [n for n, v in nodes.items() if isinstance(v, (nir.Input, nir.Output)) and n not in keep]:
+        ins = [s for s, d in edges if d == name]
+        outs = [d for s, d in edges if s == name]
+        edges[:] = [e for e in edges if name not in e] + [(s, d) for s in ins for d in outs]
+        del nodes[name]
+
+
+def _check_zero(name: str, node, field: str) -> None:
+    value = getattr(node, field, None)
+    if value is not None and not np.allclose(value, 0.0):
+        raise NIRError(f"node {name} ({type(node).__name__}): a non-zero {field} has no spikeflow form")
+
+
+def _param(values: np.ndarray) -> tuple[Any, tuple]:
+    """A scalar when every neuron shares the value, else a per-neuron tensor."""
+    values = np.asarray(values, dtype=np.float64)
+    flat = values.reshape(-1)
+    if flat.size and np.all(flat == flat[0]):
+        return float(flat[0]), ()
+    return torch.tensor(values, dtype=torch.float32), tuple(values.shape)
+
+
+def _gain_layer(gain: np.ndarray) -> Optional[torch.nn.Module]:
+    gain = np.asarray(gain, dtype=np.float64)
+    if np.allclose(gain, 1.0, rtol=1e-6, atol=0):
+        return None
+    value, _ = _param(gain)
+    return Scale(torch.as_tensor(value, dtype=torch.float32))
+
+
+def _neuron_module(name: str, node, dt: float) -> tuple[Optional[np.ndarray], Optional[torch.nn.Module]]:
+    """``(input gain, module)`` for a NIR neuron node, or ``(None, None)``."""
+    nir = _nir()
+    if isinstance(node, nir.LIF):
+        _check_zero(name, node, "v_leak")
+        _check_zero(name, node, "v_reset")
+        beta, shape1 = _param(1.0 - dt / np.asarray(node.tau, dtype=np.float64))
+        thr, shape2 = _param(node.v_threshold)
+        return node.r * dt / node.tau, LIF(beta=beta, threshold=thr, reset="zero", shape=max(shape1, shape2, key=len))
+    if isinstance(node, nir.IF):
+        _check_zero(name, node, "v_reset")
+        thr, shape = _param(node.v_threshold)
+        return np.asarray(node.r) * dt, IF(threshold=thr, reset="zero", shape=shape)
+    if isinstance(node, nir.CubaLIF):
+        _check_zero(name, node, "v_leak")
+        _check_zero(name, node, "v_reset")
+        alpha, s1 = _param(1.0 - dt / np.asarray(node.tau_syn, dtype=np.float64))
+        beta, s2 = _param(1.0 - dt / np.asarray(node.tau_mem, dtype=np.float64))
+        thr, s3 = _param(node.v_threshold)
+        gain = (node.w_in * dt / node.tau_syn) * (node.r * dt / node.tau_mem)  # i is linear in x: one input gain
+        return gain, CubaLIF(alpha=alpha, beta=beta, threshold=thr, reset="zero", order="current_first",
+                             shape=max(s1, s2, s3, key=len))
+    if isinstance(node, nir.LI):
+        _check_zero(name, node, "v_leak")
+        beta, shape = _param(1.0 - dt / np.asarray(node.tau, dtype=np.float64))
+        return node.r * dt / node.tau, LI(beta=beta, shape=shape)
+    if isinstance(node, nir.I):
+        return np.asarray(node.r) * dt, LI(beta=1.0)
+    return None, None
+
+
+def _stateless_module(name: str, node) -> Optional[torch.nn.Module]:
+    nir = _nir()
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        w = torch.tensor(np.asarray(node.weight), dtype=torch.float32)
+        if w.dim() != 2:
+            raise NIRError(f"node {name}: only 2-d weights are supported, got shape {tuple(w.shape)}")
+        bias = isinstance(node, nir.Affine) and node.bias is not None
+        layer = torch.nn.Linear(w.shape[1], w.shape[0], bias=bias)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+            if bias:
+                layer.bias.copy_(torch.tensor(np.broadcast_to(node.bias, (w.shape[0],)), dtype=torch.float32))
+        return layer
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        w = torch.tensor(np.asarray(node.weight), dtype=torch.float32)
+        cls = torch.nn.Conv1d if isinstance(node, nir.Conv1d) else torch.nn.Conv2d
+        fix = (lambda v: v) if isinstance(v := node.padding, str) else (lambda v: tuple(np.atleast_1d(v).tolist()) if np.ndim(v) else int(v))
+        layer = cls(w.shape[1] * node.groups, w.shape[0], tuple(w.shape[2:]), stride=fix(node.stride),
+                    padding=fix(node.padding), dilation=fix(node.dilation), groups=node.groups, bias=True)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+            layer.bias.copy_(torch.tensor(np.broadcast_to(node.bias, (w.shape[0],)), dtype=torch.float32))
+        return layer
+    if isinstance(node, nir.Flatten):
+        if node.start_dim == 0 and node.end_dim == -1:
+            return Flatten()
+        return torch.nn.Flatten(node.start_dim + 1, node.end_dim if node.end_dim < 0 else node.end_dim + 1)
+    if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+        k, s, p = (tuple(int(v) for v in np.broadcast_to(a, (2,))) for a in (node.kernel_size, node.stride, node.padding))
+        divisor = 1 if isinstance(node, nir.SumPool2d) else None
+        return torch.nn.AvgPool2d(k, s, p, divisor_override=divisor)
+    if isinstance(node, nir.Scale):
+        value, _ = _param(node.scale)
+        return Scale(torch.as_tensor(value, dtype=torch.float32))
+    return None
+
+
+def from_nir(graph, *, dt: float = DEFAULT_DT) -> Sequential:
+    """A :class:`spikeflow.nn.Sequential` running a NIR graph.
+
+    Args:
+        graph: a ``nir.NIRGraph`` (or a path to a ``.nir`` file): a chain of nodes from
+            one input to one output, nested graphs allowed, with recurrent cycles
+            ``neuron -> Linear/Affine(bias 0) -> neuron``.
+        dt: the Euler step in seconds (1e-4 for graphs written by snnTorch and by
+            :func:`to_nir`'s default; Norse writes for 1e-3).
+
+    Returns:
+        the network (eval mode); ``net(x)`` with ``x`` ``[T, B, *input]``.
+
+    Raises:
+        NIRError: a node type or setting with no spikeflow form (named), or a graph
+            that is not a chain.
+    """
+    nir = _nir()
+    if isinstance(graph, (str, os.PathLike)):
+        graph = read(graph)
+    if not isinstance(graph, nir.NIRGraph):
+        raise TypeError(f"from_nir takes a nir.NIRGraph or a path, got {type(graph).__name__}")
+    nodes, edges = _inline(graph)
+    inputs = [n for n in graph.nodes if isinstance(graph.nodes[n], nir.Input)]
+    outputs = [n for n in graph.nodes if isinstance(graph.nodes[n], nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise NIRError(f"the graph must have one input and one output node, found {len(inputs)} and {len(outputs)}")
+    _remove_passthrough(nodes, edges, keep={inputs[0], outputs[0]})
+    edges = list(dict.fromkeys(edges))
+    # recurrent cycles: neuron -> W -> neuron
+    recurrent: dict[str, str] = {}
+    for src, dst in list(edges):
+        if (dst, src) in edges and isinstance(nodes.get(dst), (nir.Linear, nir.Affine)) and _neuron_module(src, nodes[src], dt)[1] is not None:
+            recurrent[src] = dst
+    for neuron, w in recurrent.items():
+        edges = [e for e in edges if e not in ((neuron, w), (w, neuron))]
+        if any(w in e for e in edges):
+            raise NIRError(f"node {w} closes a recurrent loop on {neuron} and is also used elsewhere")
+    layers: list[torch.nn.Module] = []
+    current, seen = inputs[0], {inputs[0]}
+    while current != outputs[0]:
+        nexts = [d for s, d in edges if s == current]
+        if len(nexts) != 1 or sum(1 for _, d in edges if d == nexts[0]) != 1:
+            raise NIRError(f"node {current}: only chains of nodes (one input, one consumer each) can be imported")
+        current = nexts[0]
+        if current in seen:
+            raise NIRError(f"node {current}: a cycle other than a recurrent weight loop")
+        seen.add(current)
+        if current == outputs[0]:
+            break
+        node = nodes[current]
+        gain, neuron = _neuron_module(current, node, dt)
+        if neuron is not None:
+            scale = _gain_layer(gain)
+            if scale is not None:
+                layers.append(scale)
+            if current in recurrent:
+                w_node = nodes[recurrent[current]]
+                if isinstance(w_node, nir.Affine) and not np.allclose(w_node.bias, 0.0):
+                    raise NIRError(f"node {recurrent[current]}: a recurrent bias has no spikeflow form")
+                w = np.asarray(w_node.weight, dtype=np.float64)
+                g = np.broadcast_to(np.asarray(gain, dtype=np.float64), (w.shape[0],)) if scale is not None else 1.0
+                neuron._add_recurrent(w.shape[0])
+                with torch.no_grad():
+                    neuron.recurrent_weight.copy_(torch.tensor(w * (g[:, None] if scale is not None else 1.0)))
+            layers.append(neuron)
+            continue
+        module = _stateless_module(current, node)
+        if module is None:
+            raise NIRError(
+                f"node {current} ({type(node).__name__}) has no spikeflow form; importable: Affine, Linear, Conv1d, "
+                f"Conv2d, Flatten, AvgPool2d, SumPool2d, Scale, LIF, IF, CubaLIF, LI, I"
+            )
+        layers.append(module)
+    missing = set(nodes) - seen - set(recurrent.values())
+    if missing:
+        raise NIRError(f"nodes not on the path from input to output: {sorted(missing)}")
+    return Sequential(*layers).eval()
