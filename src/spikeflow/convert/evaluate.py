@@ -636,27 +636,6 @@ def evaluate_conversion(
 
 
 # -- TensorBoard -------------------------------------------------------------------------------
-def _integer_histogram(writer: Any, tag: str, histogram: list[int], step: int) -> bool:
-    """Write ``histogram[k]`` = how often the value ``k`` occurred as a TensorBoard
-    histogram with one bucket per integer (exact count, sum and sum of squares)."""
-    num = sum(histogram)
-    if num == 0:
-        return False
-    values = [k for k, n in enumerate(histogram) if n]
-    writer.add_histogram_raw(
-        tag,
-        min=float(values[0]),
-        max=float(values[-1]),
-        num=num,
-        sum=float(sum(k * n for k, n in enumerate(histogram))),
-        sum_squares=float(sum(k * k * n for k, n in enumerate(histogram))),
-        bucket_limits=[k + 0.5 for k in range(len(histogram))],
-        bucket_counts=list(histogram),
-        global_step=step,
-    )
-    return True
-
-
 def _weights(model: Any) -> list[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` of the weights and biases of a module, a LayerGraph or a
     SpikingNetwork's weighted layers, and the thresholds of its neurons."""
@@ -707,7 +686,6 @@ def log_to_tensorboard(
         raise TypeError(f"log_to_tensorboard takes a ConversionReport, got {type(report).__name__}")
     last = report.timesteps[-1]
     with TensorBoardLogger(log_dir) as board:
-        writer = board.writer
         for t in report.timesteps:
             board.log_metrics(t, {
                 "accuracy/snn": report.snn_accuracy[t],
@@ -730,14 +708,14 @@ def log_to_tensorboard(
                 f"first_spike_time/var/{layer.name}": layer.first_spike_var,
             }
             board.log_metrics(last, {k: v for k, v in values.items() if v is not None})
-            _integer_histogram(writer, f"spike_counts/{layer.name}", layer.count_histogram, last)
-            _integer_histogram(writer, f"spike_times/{layer.name}", layer.spikes_per_step, last)
+            board.log_integer_histogram(f"spike_counts/{layer.name}", layer.count_histogram, last)
+            board.log_integer_histogram(f"spike_times/{layer.name}", layer.spikes_per_step, last)
             if layer.first_spike_histogram is not None:
-                _integer_histogram(writer, f"first_spike_times/{layer.name}", layer.first_spike_histogram, last)
+                board.log_integer_histogram(f"first_spike_times/{layer.name}", layer.first_spike_histogram, last)
         for prefix, model in (("ann", ann), ("snn", snn)):
             if model is None:
                 continue
             for name, tensor in _weights(model):
                 if tensor.numel():
-                    writer.add_histogram(f"weights/{prefix}/{name}", tensor.detach().float().cpu(), 0)
+                    board.writer.add_histogram(f"weights/{prefix}/{name}", tensor.detach().float().cpu(), 0)
     return Path(log_dir)

@@ -260,6 +260,6 @@ def run_experiment(config: ConvertConfig) -> dict[str, Any]:
         except ImportError as exc:  # matplotlib is an optional extra
             say(f"no plot: {exc}")
     if config.tensorboard:
-        log_to_tensorboard(report, out / "tensorboard", ann=ann if isinstance(ann, torch.nn.Module) else None, snn=snn)
+        log_to_tensorboard(report, out / "tensorboard", ann=ann, snn=snn)  # ann: a Module, or an ONNX LayerGraph
     say(report.table())
     return summary

@@ -10,6 +10,7 @@ and each of its neurons fired::
         model(xb)
     activity.rates()          # {"1": 0.052, "3": 0.11}: spikes per (step, sample, neuron)
     activity.counts()["1"]    # int64 [features]: spikes per neuron, over steps and samples
+    activity.step_counts()["1"]  # int64 [T]: spikes at each step t, over samples and neurons
     activity.close()          # remove the hooks
 
 With ``keep_outputs=True`` it also keeps the last forward's spike tensors *with*
@@ -85,12 +86,21 @@ def _named_modules(root: torch.nn.Module):
     yield from walk(root, "")
 
 
+def _int64(counts: Any) -> torch.Tensor:
+    counts = torch.as_tensor(counts).detach()
+    if counts.is_floating_point():
+        counts = counts.round()
+    return counts.to(torch.int64)
+
+
 class LayerActivity:
     """Spike counts of every spiking layer of ``model``, accumulated until :meth:`reset`.
 
     Each call of a spiking layer with output ``s [T, B, *features]`` adds, for that
     layer, the per-neuron counts ``sum_{t, b} (s[t, b] != 0)`` (``[*features]``,
-    int64) and ``s.numel()`` (T * B * neurons) entries. A *spike* is any nonzero
+    int64), the per-step counts ``sum_{b, n} (s[t, b, n] != 0)`` (``[T]``, int64:
+    the distribution of spike times) and ``s.numel()`` (T * B * neurons) entries.
+    A *spike* is any nonzero
     output, so graded-output layers (:class:`~spikeflow.nn.GradedLIF`) count an
     event whatever its size. A layer's firing rate is ``spikes / entries``, the
     fraction of (neuron, step, sample) entries that fired.
@@ -118,6 +128,7 @@ class LayerActivity:
         self.names: tuple[str, ...] = tuple(layers)
         self._handles: list[Any] = []
         self._counts: dict[str, torch.Tensor] = {}
+        self._steps: dict[str, torch.Tensor] = {}
         self._entries: dict[str, int] = {}
         self._outputs: dict[str, torch.Tensor] = {}
         self._closed = False
@@ -138,12 +149,15 @@ class LayerActivity:
                 )
             if self.keep_outputs:
                 self._outputs[name] = out
-            per_neuron = (out.detach() != 0).sum(dim=(0, 1))  # int64 [*features]
-            self._add(name, per_neuron, out.numel())
+            fired = out.detach() != 0
+            per_neuron = fired.sum(dim=(0, 1))  # int64 [*features]
+            self._add(name, per_neuron, out.numel(), fired.flatten(1).sum(dim=1))  # int64 [T]
 
         return hook
 
-    def _add(self, name: str, per_neuron: torch.Tensor, entries: int) -> None:
+    def _add(
+        self, name: str, per_neuron: torch.Tensor, entries: int, per_step: Optional[torch.Tensor] = None
+    ) -> None:
         previous = self._counts.get(name)
         if previous is None:
             self._counts[name] = per_neuron
@@ -156,31 +170,62 @@ class LayerActivity:
         else:
             self._counts[name] = previous + per_neuron.to(previous.device)
         self._entries[name] = self._entries.get(name, 0) + int(entries)
+        if per_step is not None:
+            self._add_steps(name, per_step)
+
+    def _add_steps(self, name: str, per_step: torch.Tensor) -> None:
+        previous = self._steps.get(name)
+        if previous is None:
+            self._steps[name] = per_step
+            return
+        per_step = per_step.to(previous.device)
+        if len(per_step) > len(previous):  # runs of different lengths: the shorter one is padded
+            previous, per_step = per_step, previous
+        self._steps[name] = torch.cat([previous[: len(per_step)] + per_step, previous[len(per_step) :]])
 
     def reset(self) -> None:
         """Forget everything counted so far, and the kept outputs."""
         self._counts = {}
+        self._steps = {}
         self._entries = {}
         self._outputs = {}
 
-    def update(self, counts: Mapping[str, torch.Tensor], entries: Mapping[str, int]) -> None:
+    def update(
+        self,
+        counts: Mapping[str, torch.Tensor],
+        entries: Mapping[str, int],
+        step_counts: Optional[Mapping[str, torch.Tensor]] = None,
+    ) -> None:
         """Add counts gathered elsewhere (another process, another run): per layer,
-        per-neuron ``counts`` (``[*features]``) and the number of ``entries`` they
-        were counted over. Both mappings must have the same layer names."""
+        per-neuron ``counts`` (``[*features]``), the number of ``entries`` they
+        were counted over and, optionally, the per-step ``step_counts`` (``[T]``).
+        ``counts`` and ``entries`` must have the same layer names; ``step_counts``
+        may name any of the layers (its counts are added on their own)."""
         if set(counts) != set(entries):
             raise ValueError(
                 f"LayerActivity.update: counts has layers {sorted(counts)} but entries has {sorted(entries)}"
             )
         for name in counts:
-            per_neuron = torch.as_tensor(counts[name]).detach()
-            if per_neuron.is_floating_point():
-                per_neuron = per_neuron.round()
-            self._add(name, per_neuron.to(torch.int64), int(entries[name]))
+            self._add(name, _int64(counts[name]), int(entries[name]))
+        for name, per_step in (step_counts or {}).items():
+            per_step = _int64(per_step)
+            if per_step.dim() != 1:
+                raise ValueError(
+                    f"LayerActivity.update: step_counts of layer {name!r} must be one count per step [T], "
+                    f"got shape {tuple(per_step.shape)}"
+                )
+            self._add_steps(name, per_step)
 
     def counts(self) -> dict[str, torch.Tensor]:
         """Per-neuron spike counts ``[*features]`` (int64, on the CPU, detached) of
         each layer that ran since the last reset."""
         return {name: counts.cpu() for name, counts in self._counts.items()}
+
+    def step_counts(self) -> dict[str, torch.Tensor]:
+        """Spikes at each step ``t`` (int64 ``[T]``, on the CPU), summed over samples
+        and neurons, of each layer that ran since the last reset: the distribution
+        of spike times. (Layers run for different ``T`` add up step by step.)"""
+        return {name: steps.cpu() for name, steps in self._steps.items()}
 
     def spikes(self) -> dict[str, int]:
         """Total spikes of each layer that ran since the last reset."""

@@ -1,14 +1,16 @@
 """TensorBoard logs of a training run (the optional ``tensorboard`` extra).
 
 :class:`TensorBoardLogger` writes, with ``torch.utils.tensorboard.SummaryWriter``,
-a run's metrics as scalars, per-layer firing rates and per-neuron spike-count
-histograms from a :class:`~spikeflow.train.activity.LayerActivity`, and the run's
-configuration as text and as TensorBoard hyperparameters::
+a run's metrics as scalars, per-layer firing rates, per-neuron spike-count and
+spike-time histograms from a :class:`~spikeflow.train.activity.LayerActivity`,
+weight histograms, and the run's configuration as text and as TensorBoard
+hyperparameters::
 
     with TensorBoardLogger("runs/mlp/tensorboard") as board:
         board.log_config(config.to_dict())
         board.log_metrics(epoch, {"loss": 0.31, "accuracy": 0.92}, prefix="train")
         board.log_activity(epoch, activity)
+        board.log_weights(epoch, model)
 
 View with ``tensorboard --logdir runs``.
 """
@@ -18,11 +20,11 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from .activity import LayerActivity
+from .activity import LayerActivity, _named_modules, _unwrap
 
 __all__ = ["TensorBoardLogger"]
 
@@ -128,9 +130,10 @@ class TensorBoardLogger:
     def log_activity(self, step: int, activity: LayerActivity) -> None:
         """Write, for every layer that ran since ``activity``'s last reset, its firing
         rate as the scalar ``firing_rate/<layer>``, the rate of all layers together as
-        ``firing_rate/all``, and a histogram ``spike_counts/<layer>`` of its
+        ``firing_rate/all``, a histogram ``spike_counts/<layer>`` of its
         per-neuron spike counts (one value per neuron, summed over steps and
-        samples)."""
+        samples) and a histogram ``spike_times/<layer>`` of the step ``t`` of every
+        spike (one bucket per step, :meth:`log_integer_histogram`)."""
         self._check_open()
         if not isinstance(activity, LayerActivity):
             raise TypeError(f"log_activity takes a LayerActivity, got {type(activity).__name__}")
@@ -143,6 +146,66 @@ class TensorBoardLogger:
         for name, counts in activity.counts().items():
             if counts.numel():
                 self._writer.add_histogram(f"spike_counts/{name}", counts.flatten().double(), step)
+        for name, per_step in activity.step_counts().items():
+            self.log_integer_histogram(f"spike_times/{name}", per_step.tolist(), step)
+
+    def log_integer_histogram(self, tag: str, histogram: Sequence[int], step: int) -> bool:
+        """Write ``histogram[k]`` = how often the value ``k`` occurred as a histogram
+        with one bucket per integer (exact count, sum and sum of squares). Nothing
+        is written for an all-zero histogram.
+
+        Returns:
+            Whether the histogram was written.
+        """
+        self._check_open()
+        histogram = [int(n) for n in histogram]
+        num = sum(histogram)
+        if num == 0:
+            return False
+        values = [k for k, n in enumerate(histogram) if n]
+        self._writer.add_histogram_raw(
+            tag,
+            min=float(values[0]),
+            max=float(values[-1]),
+            num=num,
+            sum=float(sum(k * n for k, n in enumerate(histogram))),
+            sum_squares=float(sum(k * k * n for k, n in enumerate(histogram))),
+            bucket_limits=[k + 0.5 for k in range(len(histogram))],
+            bucket_counts=histogram,
+            global_step=int(step),
+        )
+        return True
+
+    def log_weights(self, step: int, model: torch.nn.Module, prefix: str = "weights") -> list[str]:
+        """Write a histogram ``<prefix>/<layer>.<name>`` of every parameter of
+        ``model`` (weights, biases and any learned neuron parameters). Layers are
+        named by module path as in :func:`~spikeflow.train.activity.spiking_layers`
+        (DDP/``torch.compile`` wrappers looked through), the module inside a
+        per-step wrapper (:func:`~spikeflow.nn.Linear`, ``Conv2d``, ...) by the wrapper's
+        path: ``weights/0.weight`` for the ``Linear`` of ``Sequential(Linear, LIF)``.
+
+        Returns:
+            The tags written.
+        """
+        from ..nn._layers import TimeDistributed
+
+        self._check_open()
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"log_weights takes a torch.nn.Module, got {type(model).__name__}")
+        step = int(step)
+        prefix = prefix.strip("/")
+        written = []
+        wrapped: dict[int, str] = {}  # id of a TimeDistributed's inner module -> the wrapper's path
+        for path, module in _named_modules(_unwrap(model)):
+            path = wrapped.get(id(module), path)
+            if isinstance(module, TimeDistributed):
+                wrapped[id(module.module)] = path
+            for name, parameter in module.named_parameters(recurse=False):
+                if parameter.numel():
+                    tag = f"{prefix}/{path}.{name}" if path else f"{prefix}/{name}"
+                    self._writer.add_histogram(tag, parameter.detach().float().cpu(), step)
+                    written.append(tag)
+        return written
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         """Write ``config`` as a Markdown table (text tag ``config``) and as the

@@ -435,7 +435,10 @@ def _train(
                 if scheduler is not None and not per_batch_schedule:
                     scheduler.step()
                 total_loss, correct, seen = ctx.all_reduce_sum([total_loss, correct, seen])  # over all ranks
+                spike_times = rates.step_counts()  # all_reduce_activity resets them under torchrun
                 ctx.all_reduce_activity(rates)
+                if config.tensorboard and ctx.enabled:
+                    rates.update({}, {}, {name: ctx.all_reduce_sum(c) for name, c in spike_times.items()})
                 train_metrics = {
                     "train_loss": total_loss / seen,
                     "train_accuracy": correct / seen,
@@ -465,6 +468,8 @@ def _train(
                 board.log_metrics(epoch, {k: v for k, v in train_metrics.items()}, "train")
                 board.log_metrics(epoch, result, "test")
                 board.log_metrics(epoch, {"epoch_time_s": record["time_s"]})
+                board.log_metrics(epoch, {"ann" if config.ann else "snn": result["accuracy"]}, "accuracy")
+                board.log_weights(epoch, model)
             improved = result["accuracy"] > best_accuracy
             if improved:
                 best_accuracy, best_epoch = result["accuracy"], epoch
