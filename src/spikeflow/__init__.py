@@ -8,6 +8,7 @@ step functions (:mod:`spikeflow.neurons`), run over time by one driver
 
 from . import backends, neurons, nn, surrogate
 from ._scan import RecurrentState, ScanResult, init_state, scan
+from .saving import load, save
 
 __version__ = "0.1.0"
 
@@ -17,8 +18,10 @@ __all__ = [
     "__version__",
     "backends",
     "init_state",
+    "load",
     "neurons",
     "nn",
+    "save",
     "scan",
     "surrogate",
 ]

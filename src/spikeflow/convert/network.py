@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 import torch
 
 from .. import nn as snn
-from ..nn._layers import Flatten, TimeDistributed, check_sequence
+from ..nn._layers import check_sequence
+from ..saving import _CUSTOM_LAYERS, _TORCH_LAYERS, build_module, module_spec, register_layer  # noqa: F401
 from ..train.checkpoint import CheckpointError, read_weights_only, save_weights_only
 from .layers import Scale, SpikingMaxPool
 
@@ -51,102 +52,22 @@ class Step:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-# -- layer (de)serialization ---------------------------------------------------------
-_TORCH_LAYERS: dict[str, tuple[type, list[str]]] = {
-    "Linear": (torch.nn.Linear, ["in_features", "out_features"]),
-    "Conv1d": (torch.nn.Conv1d, ["in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"]),
-    "Conv2d": (torch.nn.Conv2d, ["in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"]),
-    "BatchNorm1d": (torch.nn.BatchNorm1d, ["num_features", "eps"]),
-    "BatchNorm2d": (torch.nn.BatchNorm2d, ["num_features", "eps"]),
-    "AvgPool1d": (torch.nn.AvgPool1d, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"]),
-    "AvgPool2d": (torch.nn.AvgPool2d, ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"]),
-    "AdaptiveAvgPool1d": (torch.nn.AdaptiveAvgPool1d, ["output_size"]),
-    "AdaptiveAvgPool2d": (torch.nn.AdaptiveAvgPool2d, ["output_size"]),
-    "MaxPool1d": (torch.nn.MaxPool1d, ["kernel_size", "stride", "padding", "dilation", "ceil_mode"]),
-    "MaxPool2d": (torch.nn.MaxPool2d, ["kernel_size", "stride", "padding", "dilation", "ceil_mode"]),
-}
-
-#: Classes with ``config()`` / ``from_config()`` that a saved network may hold.
-_CUSTOM_LAYERS: dict[str, type] = {"Scale": Scale, "SpikingMaxPool": SpikingMaxPool}
-
-
-def register_layer(cls: type) -> type:
-    """Allow instances of ``cls`` (which has ``config()`` and ``from_config()``) in saved
-    networks. Usable as a class decorator."""
-    if not (hasattr(cls, "config") and hasattr(cls, "from_config")):
-        raise TypeError(f"{cls.__name__} needs config() and from_config() to be saved")
-    _CUSTOM_LAYERS[cls.__name__] = cls
-    return cls
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+# -- layer (de)serialization: spikeflow.saving holds the tables -------------------------
+register_layer(Scale)
+register_layer(SpikingMaxPool)
 
 
 def layer_config(module: torch.nn.Module) -> dict:
     """A JSON-able description from which :func:`build_layer` rebuilds ``module``
-    (without its weights)."""
-    if isinstance(module, TimeDistributed):
-        return {"type": "TimeDistributed", "module": layer_config(module.module)}
-    if isinstance(module, Flatten):
-        return {"type": "Flatten"}
-    if isinstance(module, (snn.IF, snn.LIF)):
-        p = module.neuron_params()
-        return {
-            "type": type(module).__name__,
-            "shape": list(module.threshold.shape),
-            "reset": p.reset.value,
-            **({"beta_shape": list(module.beta.shape)} if isinstance(module, snn.LIF) else {}),
-        }
-    if type(module) is snn.ASN:
-        p = module.neuron_params()
-        fields = ("tau_phi", "tau_gamma", "tau_eta", "tau_beta", "m_f", "theta0", "h", "bias")
-        return {"type": "ASN", **{f: float(getattr(p, f)) for f in fields}, "input": p.input.value}
-    if type(module) is snn.LI:
-        return {"type": "LI", "shape": list(module.beta.shape), "normalize": bool(module.normalize)}
-    name = type(module).__name__
-    from ..hardware.crossbar import CrossbarLayer
-
-    if isinstance(module, CrossbarLayer):  # saved as its ideal layer; info["hardware"] keeps the device
-        name = "Linear" if isinstance(module, torch.nn.Linear) else "Conv2d"
-    if name in _TORCH_LAYERS and isinstance(module, _TORCH_LAYERS[name][0]):
-        cls, fields = _TORCH_LAYERS[name]
-        config = {f: _plain(getattr(module, f)) for f in fields}
-        if hasattr(module, "bias") and name.startswith(("Linear", "Conv")):
-            config["bias"] = module.bias is not None
-        return {"type": name, **config}
-    if name in _CUSTOM_LAYERS and type(module) is _CUSTOM_LAYERS[name]:
-        return {"type": name, **module.config()}
-    raise TypeError(f"a SpikingNetwork cannot save a layer of type {name}; register it with register_layer")
+    (without its weights): :func:`spikeflow.saving.module_spec`, with crossbar layers
+    described as their ideal layer (``info["hardware"]`` keeps the device)."""
+    return module_spec(module, ideal_crossbars=True)
 
 
 def build_layer(config: dict) -> torch.nn.Module:
-    """The module :func:`layer_config` described (weights to be loaded separately)."""
-    config = dict(config)
-    kind = config.pop("type", None)
-    if kind == "TimeDistributed":
-        return TimeDistributed(build_layer(config["module"]))
-    if kind == "Flatten":
-        return Flatten()
-    if kind == "IF":
-        shape = tuple(config["shape"])
-        return snn.IF(threshold=torch.ones(shape), shape=shape, reset=config["reset"])
-    if kind == "LIF":
-        shape = tuple(config["shape"])
-        return snn.LIF(beta=torch.full(tuple(config["beta_shape"]), 0.5), threshold=torch.ones(shape),
-                       shape=shape, reset=config["reset"])
-    if kind == "ASN":
-        return snn.ASN(**config)
-    if kind == "LI":
-        shape = tuple(config["shape"])
-        return snn.LI(beta=torch.full(shape, 0.5), shape=shape, normalize=config["normalize"])
-    if kind in _TORCH_LAYERS:
-        cls, _ = _TORCH_LAYERS[kind]
-        args = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-        return cls(**args)
-    if kind in _CUSTOM_LAYERS:
-        return _CUSTOM_LAYERS[kind].from_config(config)
-    raise ValueError(f"unknown layer type {kind!r} in a saved spiking network")
+    """The module :func:`layer_config` described (weights to be loaded separately);
+    :func:`spikeflow.saving.build_module`, which also reads the older descriptions."""
+    return build_module(config)
 
 
 def _key(name: str) -> str:
