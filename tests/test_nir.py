@@ -149,3 +149,26 @@ def test_peers_agree_spike_for_spike(tmp_path):
 
     rows = [r for r in json.loads(out.read_text()) if "recurrent" not in r["case"]]
     assert len(rows) >= 12 and all(r["mismatched"] == 0 and r["spikes"] > 0 for r in rows)
+
+
+def test_cli_export_import_round_trip(tmp_path):
+    from click.testing import CliRunner
+
+    from spikeflow.cli import main
+
+    net = _mlp(4)
+    model = tmp_path / "net.safetensors"
+    sf.save(net, model)
+    runner = CliRunner()
+    result = runner.invoke(main, ["nir", "export", str(model), "--input-shape", "20", "-o", str(tmp_path / "n.nir")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["nir", "import", str(tmp_path / "n.nir"), "-o", str(tmp_path / "back.safetensors")])
+    assert result.exit_code == 0, result.output
+    x = _spikes(seed=4)
+    assert torch.equal(sf.load(tmp_path / "back.safetensors")(x)[0], net(x)[0])
+    sf.save(sf.nn.Sequential(torch.nn.Linear(20, 4), sf.nn.ASN()), tmp_path / "asn.safetensors")
+    result = runner.invoke(main, ["nir", "export", str(tmp_path / "asn.safetensors"), "--input-shape", "20",
+                                  "-o", str(tmp_path / "a.nir")])
+    assert result.exit_code != 0 and "ASN" in result.output and "Traceback" not in result.output
+    result = runner.invoke(main, ["nir", "export", str(model), "--input-shape", "x", "-o", str(tmp_path / "b.nir")])
+    assert result.exit_code == 2

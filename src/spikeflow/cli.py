@@ -691,5 +691,56 @@ def tune_command(space_file: str, json_path: Optional[str], **options: Any) -> N
         click.echo(f"summary: {json_path}")
 
 
+@main.group("nir")
+def nir_group() -> None:
+    """Export spikeflow models to NIR (.nir) and import NIR graphs (spikeflow.nir)."""
+
+
+def _shape(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(s < 1 for s in shape):
+        raise click.BadParameter(f"expected positive sizes such as 784 or 1,28,28, got {value!r}")
+    return shape
+
+
+@nir_group.command("export")
+@click.argument("model", type=click.Path(dir_okay=False, exists=True))
+@click.option("--input-shape", required=True, callback=_shape, help="Features of one time step, e.g. 784 or 1,28,28.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="The .nir file to write.")
+@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Euler step (s) the time constants are written for.")
+@click.option("--subtract-reset", type=click.Choice(["error", "as_zero"]), default="error", show_default=True,
+              help="Neurons resetting by subtraction: refuse, or export them as resetting to zero.")
+@click.option("--unit-resistance", is_flag=True, help="Fold each neuron's r into its input weights (for Norse).")
+def nir_export_command(model: str, input_shape: tuple, out: str, dt: float, subtract_reset: str,
+                       unit_resistance: bool) -> None:
+    """Write MODEL (a file from spikeflow.save) as a NIR graph."""
+    from . import load
+    from . import nir as snir
+
+    graph = snir.to_nir(load(model), input_shape, dt=dt, subtract_reset=subtract_reset,
+                        unit_resistance=unit_resistance)
+    snir.write(out, graph)
+    click.echo(f"{len(graph.nodes)} NIR nodes, {len(graph.edges)} edges: {out}")
+
+
+@nir_group.command("import")
+@click.argument("graph", type=click.Path(dir_okay=False, exists=True))
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="The spikeflow model file to write.")
+@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Euler step (s) the graph was written for (Norse: 1e-3).")
+def nir_import_command(graph: str, out: str, dt: float) -> None:
+    """Read a NIR graph and save it as a spikeflow model (spikeflow.load reads it)."""
+    from . import nir as snir
+    from . import save
+
+    net = snir.from_nir(graph, dt=dt)
+    save(net, out, metadata={"source": str(graph), "dt": dt})
+    click.echo(f"{len(net)} layers: {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover - `python -m spikeflow.cli`
     main()
