@@ -168,6 +168,7 @@ def to_nir(
     dt: float = DEFAULT_DT,
     subtract_reset: str = "error",
     unit_resistance: bool = False,
+    nest_recurrent: bool = True,
 ):
     """The NIR graph of a spikeflow network.
 
@@ -182,10 +183,15 @@ def to_nir(
             reset by subtraction as resetting to zero (their spikes may then differ).
         unit_resistance: fold each neuron's ``r`` (and CubaLIF's ``w_in``) into the
             weights feeding it, so every ``r`` and ``w_in`` is 1 (for Norse).
+        nest_recurrent: write each recurrent layer as a subgraph ``input -> lif <->
+            w_rec -> output`` (what snnTorch writes and reads back correctly: its
+            reader of a flat cycle routes the layer's input through ``w_rec``); False
+            writes the cycle ``<layer> <-> <layer>.rec`` in the top graph (always
+            so with ``unit_resistance``, which scales ``<layer>.rec`` too).
 
     Returns:
         a ``nir.NIRGraph`` with nodes ``input``, one per layer (named by its index in the
-        Sequential) and ``output``; recurrent weights are nodes ``<layer>.rec``.
+        Sequential) and ``output``.
 
     Raises:
         NIRError: a layer with no NIR form (its path and class named): ASN, GradedLIF,
@@ -218,12 +224,20 @@ def to_nir(
         x = y
         if isinstance(node, str):
             continue
-        nodes[name] = node
-        edges.append((previous, name))
         rec = getattr(module, "recurrent_weight", None)
-        if rec is not None:
+        if rec is not None and nest_recurrent and not unit_resistance:  # the form snnTorch writes and reads
+            n = np.array(out_shape)
+            node = nir.NIRGraph(
+                nodes={"input": nir.Input(input_type={"input": n}), "lif": node,
+                       "w_rec": nir.Linear(weight=_np(rec)), "output": nir.Output(output_type={"output": n})},
+                edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+                type_check=False,
+            )
+        elif rec is not None:
             nodes[f"{name}.rec"] = nir.Linear(weight=_np(rec))
             edges += [(name, f"{name}.rec"), (f"{name}.rec", name)]
+        nodes[name] = node
+        edges.append((previous, name))
         previous = name
     nodes["output"] = nir.Output(output_type={"output": np.array(tuple(x.shape[2:]))})
     edges.append((previous, "output"))
