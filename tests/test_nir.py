@@ -176,3 +176,36 @@ def test_cli_export_import_round_trip(tmp_path):
     assert result.exit_code != 0 and "ASN" in result.output and "Traceback" not in result.output
     result = runner.invoke(main, ["nir", "export", str(model), "--input-shape", "x", "-o", str(tmp_path / "b.nir")])
     assert result.exit_code == 2
+
+
+def _residual_network(initial=0.0):
+    from spikeflow.convert.network import SpikingNetwork, Step
+
+    torch.manual_seed(5)
+    layers = {
+        "fc1": sf.nn.TimeDistributed(torch.nn.Linear(20, 16)), "n1": sf.nn.IF(reset="zero", threshold=0.6),
+        "fc2": sf.nn.TimeDistributed(torch.nn.Linear(16, 16)), "n2": sf.nn.LIF(beta=0.9, reset="zero", threshold=0.5),
+        "fc3": sf.nn.TimeDistributed(torch.nn.Linear(16, 4)),
+    }
+    steps = [
+        Step("input", "input", []), Step("fc1", "layer", ["input"]), Step("n1", "layer", ["fc1"], {"initial_membrane": initial}),
+        Step("fc2", "layer", ["n1"]), Step("res", "add", ["fc2", "n1"]), Step("n2", "layer", ["res"]),
+        Step("fc3", "layer", ["n2"]), Step("output", "output", ["fc3"]),
+    ]
+    return SpikingNetwork(steps, layers)
+
+
+def test_branching_network_round_trip():
+    """A residual add becomes edges summing into a unit Scale node, and comes back as an add."""
+    import nir
+
+    net = _residual_network()
+    graph = snir.to_nir(net, (20,))
+    assert isinstance(graph.nodes["res"], nir.Scale) and {("fc2", "res"), ("n1", "res")} <= set(graph.edges)
+    back = snir.from_nir(graph)
+    assert any(s.op == "add" for s in back.steps)
+    x = _spikes(seed=5) * 2
+    expected, _ = net(x)
+    assert torch.equal(back(x)[0], expected) and expected.abs().sum() > 0
+    with pytest.raises(snir.NIRError, match="n1"):
+        snir.to_nir(_residual_network(initial=0.5), (20,))

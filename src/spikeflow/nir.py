@@ -173,7 +173,8 @@ def to_nir(
     """The NIR graph of a spikeflow network.
 
     Args:
-        model: a :class:`spikeflow.nn.Sequential` (or a single layer) of Linear, Conv1d,
+        model: a :class:`spikeflow.nn.Sequential` (or a single layer, or a converted
+            :class:`~spikeflow.convert.network.SpikingNetwork` with adds) of Linear, Conv1d,
             Conv2d, Flatten, AvgPool2d, Scale, Dropout and LIF / IF / CubaLIF / LI
             neurons (recurrent ones included).
         input_shape: the features of one time step of one sample, e.g. ``(784,)`` or
@@ -203,6 +204,13 @@ def to_nir(
     if subtract_reset not in ("error", "as_zero"):
         raise ValueError(f"subtract_reset must be 'error' or 'as_zero', got {subtract_reset!r}")
     shape = tuple(int(s) for s in input_shape)
+    from .convert.network import SpikingNetwork
+
+    if isinstance(model, SpikingNetwork):
+        graph = _network_graph(model, shape, dt, subtract_reset, nest_recurrent and not unit_resistance)
+        if unit_resistance:
+            _fold_resistance(graph)
+        return graph
     nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(shape)})}
     edges: list[tuple[str, str]] = []
     previous = "input"
@@ -215,36 +223,84 @@ def to_nir(
             else:
                 y = TimeDistributed(module)(x) if not isinstance(module, Flatten) else module(x)
         out_shape = tuple(y.shape[2:])
-        node = _neuron_node(name, module, out_shape, dt, subtract_reset) if getattr(module, "stateful", False) else _layer_node(name, module, in_shape)
-        if node is None:
-            raise NIRError(
-                f"layer {name} ({type(module).__name__}) has no NIR form; exportable: Linear, Conv1d, Conv2d, "
-                f"Flatten, AvgPool2d, Scale, Dropout, LIF, IF, CubaLIF, LI"
-            )
         x = y
-        if isinstance(node, str):
-            continue
-        rec = getattr(module, "recurrent_weight", None)
-        if rec is not None and nest_recurrent and not unit_resistance:  # the form snnTorch writes and reads
-            n = np.array(out_shape)
-            node = nir.NIRGraph(
-                nodes={"input": nir.Input(input_type={"input": n}), "lif": node,
-                       "w_rec": nir.Linear(weight=_np(rec)), "output": nir.Output(output_type={"output": n})},
-                edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
-                type_check=False,
-            )
-        elif rec is not None:
-            nodes[f"{name}.rec"] = nir.Linear(weight=_np(rec))
-            edges += [(name, f"{name}.rec"), (f"{name}.rec", name)]
-        nodes[name] = node
-        edges.append((previous, name))
-        previous = name
+        if _add_layer(nodes, edges, name, module, in_shape, out_shape, [previous], dt, subtract_reset,
+                      nest_recurrent and not unit_resistance):
+            previous = name
     nodes["output"] = nir.Output(output_type={"output": np.array(tuple(x.shape[2:]))})
     edges.append((previous, "output"))
     graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
     if unit_resistance:
         _fold_resistance(graph)
     return graph
+
+
+def _add_layer(nodes: dict, edges: list, name: str, module: torch.nn.Module, in_shape: tuple, out_shape: tuple,
+               sources: list, dt: float, subtract_reset: str, nest: bool) -> bool:
+    """Add ``module``'s node (and its recurrent weights) fed by ``sources``; False for a
+    layer NIR leaves out (Dropout, Identity)."""
+    nir = _nir()
+    if isinstance(module, TimeDistributed):
+        module = module.module
+    stateful = getattr(module, "stateful", False)
+    node = _neuron_node(name, module, out_shape, dt, subtract_reset) if stateful else _layer_node(name, module, in_shape)
+    if node is None:
+        raise NIRError(
+            f"layer {name} ({type(module).__name__}) has no NIR form; exportable: Linear, Conv1d, Conv2d, "
+            f"Flatten, AvgPool2d, Scale, Dropout, LIF, IF, CubaLIF, LI"
+        )
+    if isinstance(node, str):
+        return False
+    rec = getattr(module, "recurrent_weight", None)
+    if rec is not None and nest:  # the form snnTorch writes and reads
+        n = np.array(out_shape)
+        node = nir.NIRGraph(
+            nodes={"input": nir.Input(input_type={"input": n}), "lif": node,
+                   "w_rec": nir.Linear(weight=_np(rec)), "output": nir.Output(output_type={"output": n})},
+            edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+            type_check=False,
+        )
+    elif rec is not None:
+        nodes[f"{name}.rec"] = nir.Linear(weight=_np(rec))
+        edges += [(name, f"{name}.rec"), (f"{name}.rec", name)]
+    nodes[name] = node
+    edges += [(src, name) for src in sources]
+    return True
+
+
+def _network_graph(net, shape: tuple, dt: float, subtract_reset: str, nest: bool):
+    """A converted :class:`~spikeflow.convert.network.SpikingNetwork` as a NIR graph: an
+    ``add`` step is a unit ``Scale`` node that its inputs' edges sum into."""
+    nir = _nir()
+    with torch.no_grad():
+        _, _, values = net.run(torch.zeros((1, 1) + shape), keep=True)
+    nodes: dict[str, Any] = {}
+    edges: list[tuple[str, str]] = []
+    source: dict[str, str] = {}  # step name -> the node that carries its value
+    for step in net.steps:
+        feature = tuple(values[step.name].shape[2:])
+        inputs = [source[i] for i in step.inputs]
+        if step.op == "input":
+            nodes["input"] = nir.Input(input_type={"input": np.array(feature)})
+            source[step.name] = "input"
+        elif step.op == "layer":
+            if step.attrs.get("initial_membrane", 0.0):
+                raise NIRError(f"layer {step.name}: a membrane starting at {step.attrs['initial_membrane']} x "
+                               f"threshold has no NIR form (NIR neurons start at rest)")
+            in_shape = tuple(values[step.inputs[0]].shape[2:])
+            kept = _add_layer(nodes, edges, step.name, net.layer(step.name), in_shape, feature, inputs, dt,
+                              subtract_reset, nest)
+            source[step.name] = step.name if kept else inputs[0]
+        elif step.op == "add":
+            nodes[step.name] = nir.Scale(scale=np.ones(feature))
+            edges += [(i, step.name) for i in inputs]
+            source[step.name] = step.name
+        elif step.op == "cat":
+            raise NIRError(f"step {step.name}: concatenation has no NIR form")
+        else:
+            nodes["output"] = nir.Output(output_type={"output": np.array(feature)})
+            edges.append((inputs[0], "output"))
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
 
 
 def _input_gain(node) -> Optional[np.ndarray]:
@@ -434,13 +490,81 @@ def _stateless_module(name: str, node) -> Optional[torch.nn.Module]:
     return None
 
 
-def from_nir(graph, *, dt: float = DEFAULT_DT) -> Sequential:
-    """A :class:`spikeflow.nn.Sequential` running a NIR graph.
+def _node_modules(name: str, nodes: dict, recurrent: dict, dt: float) -> list[torch.nn.Module]:
+    """The spikeflow modules of one NIR node: ``[module]``, or ``[Scale, neuron]`` for a
+    neuron whose input gain is not 1."""
+    nir = _nir()
+    node = nodes[name]
+    gain, neuron = _neuron_module(name, node, dt)
+    if neuron is None:
+        module = _stateless_module(name, node)
+        if module is None:
+            raise NIRError(
+                f"node {name} ({type(node).__name__}) has no spikeflow form; importable: Affine, Linear, Conv1d, "
+                f"Conv2d, Flatten, AvgPool2d, SumPool2d, Scale, LIF, IF, CubaLIF, LI, I"
+            )
+        return [module]
+    scale = _gain_layer(gain)
+    if name in recurrent:
+        w_node = nodes[recurrent[name]]
+        if isinstance(w_node, nir.Affine) and not np.allclose(w_node.bias, 0.0):
+            raise NIRError(f"node {recurrent[name]}: a recurrent bias has no spikeflow form")
+        w = np.asarray(w_node.weight, dtype=np.float64)
+        if scale is not None:  # the recurrent drive enters behind the Scale: give it the gain
+            w = w * np.broadcast_to(np.asarray(gain, dtype=np.float64), (w.shape[0],))[:, None]
+        neuron._add_recurrent(w.shape[0])
+        with torch.no_grad():
+            neuron.recurrent_weight.copy_(torch.tensor(w))
+    return [neuron] if scale is None else [scale, neuron]
+
+
+def _branching_network(nodes: dict, edges: list, recurrent: dict, first: str, last: str, dt: float):
+    """A :class:`~spikeflow.convert.network.SpikingNetwork` for a graph that branches:
+    a node with several inputs reads their sum (an ``add`` step per extra input)."""
+    import graphlib
+
+    from .convert.network import SpikingNetwork, Step
+
+    order = graphlib.TopologicalSorter({n: [s_ for s_, d in edges if d == n] for n in nodes if n not in recurrent.values()})
+    try:
+        names = list(order.static_order())
+    except graphlib.CycleError as exc:
+        raise NIRError(f"the graph has a cycle other than a recurrent weight loop: {exc.args[1]}") from None
+    steps, layers, value = [], {}, {}
+    for name in names:
+        preds = [value[s_] for s_, d in edges if d == name]
+        if name == first:
+            steps.append(Step("input", "input", []))
+            value[name] = "input"
+            continue
+        if not preds:
+            raise NIRError(f"node {name} is not reached from the input")
+        current = preds[0]
+        for k, other in enumerate(preds[1:]):
+            steps.append(Step(f"{name}.sum{k}", "add", [current, other]))
+            current = f"{name}.sum{k}"
+        if name == last:
+            steps.append(Step("output", "output", [current]))
+            break
+        modules = _node_modules(name, nodes, recurrent, dt)
+        for k, module in enumerate(modules):
+            step = name if k == len(modules) - 1 else f"{name}.gain"
+            steps.append(Step(step, "layer", [current]))
+            layers[step] = module
+            current = step
+        value[name] = current
+    return SpikingNetwork(steps, layers, {"source": "nir"}).eval()
+
+
+def from_nir(graph, *, dt: float = DEFAULT_DT) -> torch.nn.Module:
+    """A :class:`spikeflow.nn.Sequential` (a chain) or a
+    :class:`~spikeflow.convert.network.SpikingNetwork` (a graph that branches) running a
+    NIR graph.
 
     Args:
-        graph: a ``nir.NIRGraph`` (or a path to a ``.nir`` file): a chain of nodes from
-            one input to one output, nested graphs allowed, with recurrent cycles
-            ``neuron -> Linear/Affine(bias 0) -> neuron``.
+        graph: a ``nir.NIRGraph`` (or a path to a ``.nir`` file) from one input to one
+            output, nested graphs allowed, with recurrent cycles ``neuron ->
+            Linear/Affine(bias 0) -> neuron``; a node with several inputs sums them.
         dt: the Euler step in seconds (1e-4 for graphs written by snnTorch and by
             :func:`to_nir`'s default; Norse writes for 1e-3).
 
@@ -448,8 +572,8 @@ def from_nir(graph, *, dt: float = DEFAULT_DT) -> Sequential:
         the network (eval mode); ``net(x)`` with ``x`` ``[T, B, *input]``.
 
     Raises:
-        NIRError: a node type or setting with no spikeflow form (named), or a graph
-            that is not a chain.
+        NIRError: a node type or setting with no spikeflow form (named), or another
+            kind of cycle.
     """
     nir = _nir()
     if isinstance(graph, (str, os.PathLike)):
@@ -472,6 +596,9 @@ def from_nir(graph, *, dt: float = DEFAULT_DT) -> Sequential:
         edges = [e for e in edges if e not in ((neuron, w), (w, neuron))]
         if any(w in e for e in edges):
             raise NIRError(f"node {w} closes a recurrent loop on {neuron} and is also used elsewhere")
+    others = [n for n in nodes if n not in recurrent.values()]
+    if any(sum(1 for s_, d in edges if d == n) > 1 or sum(1 for s_, d in edges if s_ == n) > 1 for n in others):
+        return _branching_network(nodes, edges, recurrent, inputs[0], outputs[0], dt)
     layers: list[torch.nn.Module] = []
     current, seen = inputs[0], {inputs[0]}
     while current != outputs[0]:
@@ -484,30 +611,7 @@ def from_nir(graph, *, dt: float = DEFAULT_DT) -> Sequential:
         seen.add(current)
         if current == outputs[0]:
             break
-        node = nodes[current]
-        gain, neuron = _neuron_module(current, node, dt)
-        if neuron is not None:
-            scale = _gain_layer(gain)
-            if scale is not None:
-                layers.append(scale)
-            if current in recurrent:
-                w_node = nodes[recurrent[current]]
-                if isinstance(w_node, nir.Affine) and not np.allclose(w_node.bias, 0.0):
-                    raise NIRError(f"node {recurrent[current]}: a recurrent bias has no spikeflow form")
-                w = np.asarray(w_node.weight, dtype=np.float64)
-                g = np.broadcast_to(np.asarray(gain, dtype=np.float64), (w.shape[0],)) if scale is not None else 1.0
-                neuron._add_recurrent(w.shape[0])
-                with torch.no_grad():
-                    neuron.recurrent_weight.copy_(torch.tensor(w * (g[:, None] if scale is not None else 1.0)))
-            layers.append(neuron)
-            continue
-        module = _stateless_module(current, node)
-        if module is None:
-            raise NIRError(
-                f"node {current} ({type(node).__name__}) has no spikeflow form; importable: Affine, Linear, Conv1d, "
-                f"Conv2d, Flatten, AvgPool2d, SumPool2d, Scale, LIF, IF, CubaLIF, LI, I"
-            )
-        layers.append(module)
+        layers += _node_modules(current, nodes, recurrent, dt)
     missing = set(nodes) - seen - set(recurrent.values())
     if missing:
         raise NIRError(f"nodes not on the path from input to output: {sorted(missing)}")
