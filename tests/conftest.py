@@ -30,3 +30,19 @@ def _fixed_seeds():
     torch.manual_seed(0)
     yield
 
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures ``spikeflow.plot`` saves during the test, in order."""
+    from spikeflow import plot
+
+    saved = []
+    original = plot._save
+
+    def keep(fig, path):
+        saved.append(fig)
+        return original(fig, path)
+
+    monkeypatch.setattr(plot, "_save", keep)
+    return saved

@@ -17,20 +17,6 @@ from spikeflow.convert.evaluate import ConversionReport, NeuronStats  # noqa: E4
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the plot functions save, in order."""
-    saved = []
-    original = plot._save
-
-    def keep(fig, path):
-        saved.append(fig)
-        return original(fig, path)
-
-    monkeypatch.setattr(plot, "_save", keep)
-    return saved
-
-
 def _is_png(path) -> bool:
     data = path.read_bytes()
     return len(data) > 1000 and data.startswith(PNG)

@@ -36,20 +36,6 @@ def trained(tmp_path_factory):
     return out, summary
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the plot functions save, in order."""
-    saved = []
-    original = plot._save
-
-    def keep(fig, path):
-        saved.append(fig)
-        return original(fig, path)
-
-    monkeypatch.setattr(plot, "_save", keep)
-    return saved
-
-
 def _png_size(path) -> tuple[int, int]:
     """(width, height) in pixels from the IHDR chunk of a PNG file (> 1 kB)."""
     data = path.read_bytes()

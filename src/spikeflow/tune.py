@@ -154,22 +154,34 @@ def _check_number(where: str, key: str, value: Any, integer: bool) -> None:
         raise ValueError(f"{where}.{key} must be {kind}, got {value!r}")
 
 
+#: The keys each parameter type takes besides ``type``.
+_PARAM_KEYS: dict[str, tuple[str, ...]] = {
+    "float": ("low", "high", "log", "step"), "int": ("low", "high", "log", "step"), "categorical": ("choices",),
+}
+
+
+def _table_kind(where: str, table: Mapping, kinds: Mapping[str, tuple]) -> str:
+    """The ``type`` of a table ``{type: kind, ...}``, checked against ``kinds`` (kind ->
+    the other keys it takes), with no unknown key."""
+    kind = table.get("type")
+    if kind not in kinds:
+        raise ValueError(f"{where}.type must be one of {', '.join(kinds)}; got {kind!r}")
+    unknown = sorted(set(table) - {"type", *kinds[kind]})
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(unknown)} for {kind}; expected "
+            f"{', '.join(kinds[kind]) or 'no other keys'}"
+        )
+    return kind
+
+
 def _parse_param(task: str, name: str, spec: Any, check: Callable[[str, Any], None]) -> dict:
     """One validated parameter distribution; ``check(where, value)`` builds a config
     with the value to reject values the config refuses."""
     where = f"params.{name}"
     if not isinstance(spec, Mapping):
         raise ValueError(f"{where} must be a table with a type, got {spec!r}")
-    kind = spec.get("type")
-    allowed = {"float": ("low", "high", "log", "step"), "int": ("low", "high", "log", "step"),
-               "categorical": ("choices",)}
-    if kind not in allowed:
-        raise ValueError(f"{where}.type must be one of float, int, categorical; got {kind!r}")
-    unknown = sorted(set(spec) - {"type", *allowed[kind]})
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown key(s) {', '.join(unknown)} for type {kind}; expected {', '.join(allowed[kind])}"
-        )
+    kind = _table_kind(where, spec, _PARAM_KEYS)
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -219,15 +231,7 @@ def _parse_named(where: str, value: Any, kinds: Mapping[str, tuple], default: st
         value = {"type": value}
     if not isinstance(value, Mapping):
         raise ValueError(f"{where} must be a name or a table with a type, got {value!r}")
-    kind = value.get("type")
-    if kind not in kinds:
-        raise ValueError(f"{where}.type must be one of {', '.join(kinds)}; got {kind!r}")
-    unknown = sorted(set(value) - {"type", *kinds[kind]})
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown key(s) {', '.join(unknown)} for {kind}; expected "
-            f"{', '.join(kinds[kind]) or 'no other keys'}"
-        )
+    kind = _table_kind(where, value, kinds)
     for key, setting in value.items():
         if key == "type" or (key == "max_resource" and setting == "auto") or (key == "seed" and setting is None):
             continue
