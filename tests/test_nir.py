@@ -209,3 +209,15 @@ def test_branching_network_round_trip():
     assert torch.equal(back(x)[0], expected) and expected.abs().sum() > 0
     with pytest.raises(snir.NIRError, match="n1"):
         snir.to_nir(_residual_network(initial=0.5), (20,))
+
+
+def test_per_channel_scale_after_conv():
+    """A per-channel Scale (as conversion writes them) exports with the layer's own broadcasting."""
+    torch.manual_seed(6)
+    net = sf.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding="same"), Scale(torch.tensor([1.0, 2.0, 3.0])),
+                           sf.nn.IF(reset="zero"))
+    graph = snir.to_nir(net, (1, 6, 6))
+    np.testing.assert_array_equal(graph.nodes["1"].scale[:, 0, 0], [1.0, 2.0, 3.0])
+    x = torch.rand(10, 2, 1, 6, 6)
+    expected, _ = net(x)
+    assert torch.equal(snir.from_nir(graph)(x)[0], expected) and expected.sum() > 0

@@ -71,8 +71,8 @@ def _flat_layers(model: torch.nn.Module, prefix: str = "") -> list[tuple[str, to
         for i, layer in enumerate(model.layers):
             out += _flat_layers(layer, f"{prefix}{i}.")
         return out
-    if isinstance(model, TimeDistributed):
-        return [(prefix.rstrip("."), model.module)]
+    if getattr(model, "stateful", None) is None:  # a plain torch layer given alone
+        model = TimeDistributed(model)
     return [(prefix.rstrip(".") or type(model).__name__.lower(), model)]
 
 
@@ -155,7 +155,8 @@ def _layer_node(name: str, module: torch.nn.Module, in_shape: tuple):
         return nir.AvgPool2d(kernel_size=pair(module.kernel_size), stride=pair(module.stride or module.kernel_size),
                              padding=pair(module.padding))
     if type(module) is Scale:
-        return nir.Scale(scale=_full(module.scale.view((-1,) + (1,) * (len(in_shape) - 1)) if module.scale.dim() == 1 and len(in_shape) > 1 else module.scale, in_shape))
+        with torch.no_grad():  # per-feature factors, broadcast as the layer itself does
+            return nir.Scale(scale=_np(module(torch.ones((1, 1) + in_shape))[0, 0]))
     if type(module) in (torch.nn.Dropout, torch.nn.Identity):
         return "skip"
     return None
@@ -218,10 +219,7 @@ def to_nir(
     for name, module in _flat_layers(model):
         in_shape = tuple(x.shape[2:])
         with torch.no_grad():
-            if getattr(module, "stateful", False):
-                y, _ = module(x)
-            else:
-                y = TimeDistributed(module)(x) if not isinstance(module, Flatten) else module(x)
+            y = module(x)[0] if getattr(module, "stateful", False) else module(x)
         out_shape = tuple(y.shape[2:])
         x = y
         if _add_layer(nodes, edges, name, module, in_shape, out_shape, [previous], dt, subtract_reset,
@@ -453,6 +451,13 @@ def _neuron_module(name: str, node, dt: float) -> tuple[Optional[np.ndarray], Op
     return None, None
 
 
+def _conv_argument(value: Any) -> Any:
+    """A NIR convolution setting as torch takes it: "same"/"valid", an int or a tuple."""
+    if isinstance(value, str):
+        return value
+    return tuple(int(v) for v in np.atleast_1d(value)) if np.ndim(value) else int(value)
+
+
 def _stateless_module(name: str, node) -> Optional[torch.nn.Module]:
     nir = _nir()
     if isinstance(node, (nir.Affine, nir.Linear)):
@@ -469,9 +474,8 @@ def _stateless_module(name: str, node) -> Optional[torch.nn.Module]:
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         w = torch.tensor(np.asarray(node.weight), dtype=torch.float32)
         cls = torch.nn.Conv1d if isinstance(node, nir.Conv1d) else torch.nn.Conv2d
-        fix = (lambda v: v) if isinstance(v := node.padding, str) else (lambda v: tuple(np.atleast_1d(v).tolist()) if np.ndim(v) else int(v))
-        layer = cls(w.shape[1] * node.groups, w.shape[0], tuple(w.shape[2:]), stride=fix(node.stride),
-                    padding=fix(node.padding), dilation=fix(node.dilation), groups=node.groups, bias=True)
+        layer = cls(w.shape[1] * node.groups, w.shape[0], tuple(w.shape[2:]), stride=_conv_argument(node.stride),
+                    padding=_conv_argument(node.padding), dilation=_conv_argument(node.dilation), groups=node.groups, bias=True)
         with torch.no_grad():
             layer.weight.copy_(w)
             layer.bias.copy_(torch.tensor(np.broadcast_to(node.bias, (w.shape[0],)), dtype=torch.float32))
@@ -590,7 +594,7 @@ def from_nir(graph, *, dt: float = DEFAULT_DT) -> torch.nn.Module:
     # recurrent cycles: neuron -> W -> neuron
     recurrent: dict[str, str] = {}
     for src, dst in list(edges):
-        if (dst, src) in edges and isinstance(nodes.get(dst), (nir.Linear, nir.Affine)) and _neuron_module(src, nodes[src], dt)[1] is not None:
+        if (dst, src) in edges and isinstance(nodes.get(dst), (nir.Linear, nir.Affine)) and _input_gain(nodes[src]) is not None:
             recurrent[src] = dst
     for neuron, w in recurrent.items():
         edges = [e for e in edges if e not in ((neuron, w), (w, neuron))]
