@@ -89,6 +89,7 @@ def test_auto_prefers_cpu_for_cpu_tensors():
     model = spikeflow.neurons.model_of(ALL_PARAMS["lif"])
     assert _registry.resolve(model, "auto", ALL_PARAMS["lif"], x, False).name == "cpu"
     assert _registry.resolve(model, "auto", ALL_PARAMS["lif"], x.half(), False).name == "reference"
+    assert _registry.resolve(model, "auto", ALL_PARAMS["lif"], x, True).name == "reference"
 
 
 def test_thread_count_does_not_change_results():
@@ -160,8 +161,21 @@ def _raises(match: str, *args, **kwargs) -> str:
 
 
 def test_unsupported_dtype_raises():
-    message = _raises("dtype float16 is not supported", LIFParams(), _x(torch.float16))
-    assert "reference" in message and "float32" in message
+    # scan computes half inputs in float32, so only a direct registry call sees float16
+    model = spikeflow.neurons.model_of(LIFParams())
+    with pytest.raises(ValueError, match="dtype float16 is not supported") as info:
+        _registry.resolve(model, "cpu", LIFParams(), _x(torch.float16), False)
+    assert "reference" in str(info.value) and "float32" in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_run_the_kernel_in_float32(dtype):
+    x = _x(dtype)
+    got = spikeflow.scan(LIFParams(), x, backend="cpu", record=True)
+    ref = spikeflow.scan(LIFParams(), x.float(), backend="reference", record=True)
+    assert got.output.dtype == dtype and got.state.v.dtype == torch.float32
+    assert torch.equal(got.output.float(), ref.output)
+    assert torch.equal(got.state.v, ref.state.v)
 
 
 def test_recurrent_weights_raise():
@@ -280,10 +294,10 @@ def test_another_process_reuses_the_cache():
 
 
 def test_auto_does_not_build_the_kernel_for_calls_it_cannot_run(tmp_path):
-    """A float16 call under "auto" goes to the reference without compiling anything."""
+    """A recurrent call under "auto" goes to the reference without compiling anything."""
     code = (
         "import torch, spikeflow; from spikeflow.neurons import LIFParams; "
-        "spikeflow.scan(LIFParams(), torch.rand(3, 2, 4, dtype=torch.float16)); "
+        "spikeflow.scan(LIFParams(), torch.rand(3, 2, 4), recurrent_weight=torch.zeros(4, 4)); "
         "from spikeflow.backends import cpu; print(cpu._loaded is None)"
     )
     env = dict(os.environ, SPIKEFLOW_CACHE_DIR=str(tmp_path / "cache"))

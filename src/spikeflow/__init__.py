@@ -6,13 +6,16 @@ step functions (:mod:`spikeflow.neurons`), run over time by one driver
 :mod:`spikeflow.nn`.
 """
 
-from . import backends, neurons, nn, surrogate
+from . import backends, neurons, nn, numerics, surrogate
 from ._scan import RecurrentState, ScanResult, init_state, scan
+from .numerics import NonFiniteError, NonFiniteWarning, nonfinite_policy, set_nonfinite_policy
 from .saving import load, save
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "NonFiniteError",
+    "NonFiniteWarning",
     "RecurrentState",
     "ScanResult",
     "__version__",
@@ -21,7 +24,10 @@ __all__ = [
     "load",
     "neurons",
     "nn",
+    "nonfinite_policy",
+    "numerics",
     "save",
     "scan",
+    "set_nonfinite_policy",
     "surrogate",
 ]

@@ -9,6 +9,10 @@ time-major input ``x`` of shape ``[T, B, *features]`` and returns a :class:`Scan
   whole sequence once (see :mod:`spikeflow.backends.cpu`).
 
 ``backend="auto"`` (the default) picks the fastest backend that supports the call.
+
+float16 and bfloat16 inputs are computed with a float32 state and returned in the
+input's dtype; a state that becomes NaN or Inf is reported (see
+:mod:`spikeflow.numerics`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 
 from .backends import resolve
 from .neurons._base import model_of
+from .numerics import check_state, state_dtype
 
 __all__ = ["RecurrentState", "ScanResult", "init_state", "scan"]
 
@@ -61,7 +66,8 @@ def _check_input(x: Any) -> None:
 
 
 def _check_tensor_like(value: Any, x: torch.Tensor, what: str) -> None:
-    """A state tensor must match one step of the input: shape, dtype and device."""
+    """A state tensor must match one step of the input: shape, device and the state
+    dtype of the input (:func:`~spikeflow.numerics.state_dtype`)."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{what} must be a tensor, got {type(value).__name__}")
     shape = x.shape[1:]
@@ -70,8 +76,10 @@ def _check_tensor_like(value: Any, x: torch.Tensor, what: str) -> None:
             f"{what} has shape {tuple(value.shape)} but the input's [B, *features] "
             f"is {tuple(shape)}; pass state=None to start from rest"
         )
-    if value.dtype != x.dtype:
-        raise TypeError(f"{what} has dtype {value.dtype} but the input has {x.dtype}")
+    expected = state_dtype(x.dtype)
+    if value.dtype != expected:
+        kept = "" if expected == x.dtype else f", whose state is kept in {expected}"
+        raise TypeError(f"{what} has dtype {value.dtype} but the input has {x.dtype}{kept}")
     if value.device != x.device:
         raise ValueError(f"{what} is on {value.device} but the input is on {x.device}")
 
@@ -102,9 +110,10 @@ def _check_params_shape(params: Any, x: torch.Tensor) -> None:
 
 
 def init_state(params: Any, shape: torch.Size | tuple, *, dtype=torch.float32, device=None) -> NamedTuple:
-    """The resting state of the neuron ``params`` belongs to, for ``[B, *features] = shape``."""
+    """The resting state of the neuron ``params`` belongs to, for ``[B, *features] = shape``
+    and inputs of ``dtype`` (float16 and bfloat16 inputs keep a float32 state)."""
     model = model_of(params)
-    return model.init_state(params, torch.Size(shape), dtype, torch.device(device or "cpu"))
+    return model.init_state(params, torch.Size(shape), state_dtype(dtype), torch.device(device or "cpu"))
 
 
 def scan(
@@ -130,11 +139,20 @@ def scan(
         record: also return the state after every step.
 
     Returns:
-        :class:`ScanResult` ``(output, state, trajectory)``.
+        :class:`ScanResult` ``(output, state, trajectory)``; the output in the input's
+        dtype, the state and trajectory in :func:`~spikeflow.numerics.state_dtype`.
+
+    Raises:
+        TypeError, ValueError: the input, state or recurrent weights do not fit (the
+            message names the argument, what was expected and what came).
+        spikeflow.numerics.NonFiniteError: the state became NaN or Inf under the
+            ``"raise"`` policy (see :mod:`spikeflow.numerics`).
     """
     model = model_of(params)
     _check_input(x)
     _check_params_shape(params, x)
+    out_dtype = x.dtype
+    compute = state_dtype(x.dtype)
     recurrent = None
     if recurrent_weight is not None:
         if x.dim() != 3:
@@ -147,9 +165,17 @@ def scan(
             )
         if recurrent_bias is not None and recurrent_bias.shape != (n,):
             raise ValueError(f"recurrent_bias must have shape [{n}], got {tuple(recurrent_bias.shape)}")
+        for name, value in (("recurrent_weight", recurrent_weight), ("recurrent_bias", recurrent_bias)):
+            if value is not None and (not value.is_floating_point() or value.device != x.device):
+                raise TypeError(
+                    f"{name} must be a floating-point tensor on the input's device {x.device}, "
+                    f"got dtype {value.dtype} on {value.device}"
+                )
+        recurrent_weight = recurrent_weight.to(compute)
+        recurrent_bias = None if recurrent_bias is None else recurrent_bias.to(compute)
         if state is None:
-            neuron_state = model.init_state(params, x.shape[1:], x.dtype, x.device)
-            previous = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
+            neuron_state = model.init_state(params, x.shape[1:], compute, x.device)
+            previous = torch.zeros(x.shape[1:], dtype=compute, device=x.device)
         else:
             if not isinstance(state, RecurrentState):
                 raise TypeError(
@@ -161,12 +187,14 @@ def scan(
         recurrent = (recurrent_weight, recurrent_bias, previous)
         state = neuron_state
     elif state is None:
-        state = model.init_state(params, x.shape[1:], x.dtype, x.device)
+        state = model.init_state(params, x.shape[1:], compute, x.device)
     else:
         _check_state(state, model.state_type, x)
-    chosen = resolve(model, backend, params, x, recurrent is not None)
-    values = model.materialize(params, x.dtype, x.device)
-    output, final, trajectory = chosen.run(model, values, x, state, recurrent, record)
+    x_compute = x if x.dtype == compute else x.to(compute)
+    chosen = resolve(model, backend, params, x_compute, recurrent is not None)
+    values = model.materialize(params, compute, x.device)
+    output, final, trajectory = chosen.run(model, values, x_compute, state, recurrent, record)
+    check_state(type(params).__name__.removesuffix("Params"), x, state, values, final)
     if recurrent is not None:
         final = RecurrentState(final, output[-1])
-    return ScanResult(output, final, trajectory)
+    return ScanResult(output if output.dtype == out_dtype else output.to(out_dtype), final, trajectory)

@@ -31,6 +31,7 @@ from ..neurons import (
     decay_from_tau,
 )
 from .._scan import RecurrentState, ScanResult, init_state, scan
+from ..numerics import state_dtype
 from ..backends import backend_names
 from ._parametrize import add_value, as_shape, describe, is_learnable, read_value
 
@@ -119,9 +120,22 @@ class Neuron(torch.nn.Module):
             add_value(self, name, values[name], kind=kind, learnable=flag, shape=shape)
 
     def neuron_params(self) -> Any:
-        """The neuron's parameter dataclass with the current parameter values."""
+        """The neuron's parameter dataclass with the current parameter values.
+
+        Validating the dataclass costs more than a one-step scan, so the result is
+        reused while the settings and every value tensor are the same objects at the
+        same version (an in-place change, a ``load_state_dict`` or a new learnable
+        value builds and validates it again)."""
         current = {name: read_value(self, name, kind) for name, kind in self._VALUES.items()}
-        return dataclasses.replace(self._config, **current)
+        versions = tuple((id(t), t._version) for t in current.values())
+        cached = self.__dict__.get("_params_cache")
+        if cached is not None and cached[0] is self._config and cached[1] == versions:
+            return cached[2]
+        params = dataclasses.replace(self._config, **current)
+        # the cache holds the settings and (through params) the value tensors, so no
+        # other object can take their ids while the entry lives
+        self.__dict__["_params_cache"] = (self._config, versions, params)
+        return params
 
     def init_state(
         self,
@@ -132,7 +146,7 @@ class Neuron(torch.nn.Module):
     ) -> NamedTuple:
         """The resting state for an input whose ``[B, *features]`` is ``shape`` (what
         ``state=None`` starts from); a ``RecurrentState`` for a recurrent layer."""
-        dtype = dtype or torch.get_default_dtype()
+        dtype = state_dtype(dtype or torch.get_default_dtype())
         neuron = init_state(self.neuron_params(), shape, dtype=dtype, device=device)
         if self.recurrent_weight is None:
             return neuron
