@@ -357,8 +357,8 @@ def delta(
     Raises:
         TypeError: ``x`` is not a floating-point tensor, or ``threshold`` is not a
             number.
-        ValueError: ``x`` is not at least ``[T, B]`` or has ``T = 0``, ``threshold``
-            is not finite and positive, or ``start`` is unknown.
+        ValueError: ``x`` is not at least ``[T, B]``, has ``T = 0`` or holds NaN or
+            Inf, ``threshold`` is not finite and positive, or ``start`` is unknown.
     """
     _check_input(x, "delta")
     if x.dim() < 2 or x.shape[0] == 0:
@@ -369,6 +369,13 @@ def delta(
     threshold = _check_real(threshold, "threshold", "delta", positive=True)
     mode = DeltaStart.parse(start)
     x = x.detach()
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):  # a NaN change compares false: it would vanish without a spike
+        first = int(bad.flatten(1).any(1).nonzero()[0, 0])
+        raise ValueError(
+            f"delta: x holds {int(bad.sum())} NaN or Inf values (first at time step {first}); "
+            f"a change to or from them is undefined"
+        )
     first = torch.zeros_like(x[:1]) if mode is DeltaStart.ZERO else x[:1]
     change = torch.diff(x, dim=0, prepend=first)  # [T, B, *features]
     out = (change >= threshold).to(x.dtype)

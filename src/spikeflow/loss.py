@@ -148,12 +148,16 @@ def spike_count_mse(
 
     Returns:
         A scalar.
+
+    Raises:
+        TypeError, ValueError: a bad ``spikes`` or ``target`` (see the module), or
+            ``on`` / ``off`` not a finite number >= 0.
     """
     spikes = _check_output(spikes, "spikes")
     target = _check_target(target, spikes, "spikes")
     steps = spikes.shape[0]
-    on = float(steps) if on is None else float(on)
-    off = 0.1 * steps if off is None else float(off)
+    on = float(steps) if on is None else _check_scalar(on, "on", "spike_count_mse")
+    off = 0.1 * steps if off is None else _check_scalar(off, "off", "spike_count_mse")
     counts = spikes.sum(dim=0)  # [B, C]
     wanted = torch.full_like(counts, off)
     wanted.scatter_(1, target.unsqueeze(1), on)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator, NamedTuple, Optional
 
 import torch
@@ -26,6 +27,22 @@ class Recording(NamedTuple):
     states: list
     outputs: list
     trajectories: list
+
+
+@contextlib.contextmanager
+def _naming_the_layer(index: int, layer: torch.nn.Module, x: torch.Tensor) -> Iterator[None]:
+    """Re-raise a shape or dtype error from inside a layer with the layer's index, type
+    and input shape in front (torch's own message, "mat1 and mat2 shapes cannot be
+    multiplied", names neither)."""
+    try:
+        yield
+    except (RuntimeError, ValueError, TypeError) as error:
+        if type(error) not in (RuntimeError, ValueError, TypeError) or str(error).startswith("layer "):
+            raise  # a specific error class (it names its problem) or already named
+        inner = layer.module if isinstance(layer, TimeDistributed) else layer
+        raise type(error)(
+            f"layer {index} ({type(inner).__name__}) failed on input of shape {tuple(x.shape)}: {error}"
+        ) from error
 
 
 def _prepare(layer: Any, index: int) -> torch.nn.Module:
@@ -109,11 +126,12 @@ class Sequential(torch.nn.Module):
         check_sequence(x, "Sequential")
         states = self._states(state)
         new_states = []
-        for layer, s in zip(self.layers, states):
-            if getattr(layer, "stateful", False):
-                x, s = layer(x, s)
-            else:
-                x = layer(x)
+        for index, (layer, s) in enumerate(zip(self.layers, states)):
+            with _naming_the_layer(index, layer, x):
+                if getattr(layer, "stateful", False):
+                    x, s = layer(x, s)
+                else:
+                    x = layer(x)
             new_states.append(s)
         return x, new_states
 
@@ -124,14 +142,15 @@ class Sequential(torch.nn.Module):
         new_states, outputs, trajectories = [], [], []
         for layer, s in zip(self.layers, states):
             trajectory = None
-            if getattr(layer, "stateful", False):
-                result = layer.record(x, s)
-                if isinstance(result, Recording):
-                    x, s, trajectory = result.output, result.states, result.trajectories
+            with _naming_the_layer(len(outputs), layer, x):
+                if getattr(layer, "stateful", False):
+                    result = layer.record(x, s)
+                    if isinstance(result, Recording):
+                        x, s, trajectory = result.output, result.states, result.trajectories
+                    else:
+                        x, s, trajectory = result.output, result.state, result.trajectory
                 else:
-                    x, s, trajectory = result.output, result.state, result.trajectory
-            else:
-                x = layer(x)
+                    x = layer(x)
             new_states.append(s)
             outputs.append(x)
             trajectories.append(trajectory)
