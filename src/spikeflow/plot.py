@@ -52,6 +52,8 @@ def _figure(width: float = 6.0, height: float = 4.0):
 
 def _save(fig: Any, path: PathLike) -> Path:
     """Write ``fig`` to ``path`` (folders created) and return the path."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
@@ -75,6 +77,9 @@ def _time_by_neuron(values: Any, what: str, sample: int) -> np.ndarray:
     array = _array(values, what)
     if array.ndim == 0:
         raise ValueError(f"{what} must be [T], [T, N] or [T, B, ...], got a scalar")
+    if array.shape[0] == 0:
+        raise ValueError(f"{what} must hold at least one time step, got shape {array.shape}")
+    _check_count("sample", sample, minimum=None)
     if array.ndim == 1:
         return array[:, None]
     if array.ndim == 2:
@@ -82,6 +87,25 @@ def _time_by_neuron(values: Any, what: str, sample: int) -> np.ndarray:
     if not -array.shape[1] <= sample < array.shape[1]:
         raise IndexError(f"sample {sample} is out of range for {what} with batch size {array.shape[1]}")
     return array[:, sample].reshape(array.shape[0], -1)
+
+
+def _check_count(what: str, value: Any, minimum: Optional[int] = 1) -> None:
+    """``value`` must be an int (``>= minimum`` unless that is None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what} must be an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value!r}")
+
+
+def _fraction(what: str, value: Any) -> float:
+    """An accuracy: a finite number in [0, 1]."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{what} must be a fraction in [0, 1], got {value!r}")
+    return number
 
 
 def _report_dict(data: Any) -> Any:
@@ -116,9 +140,18 @@ def accuracy_vs_timesteps(
             ann_accuracy = data.get("ann_accuracy")
     else:
         curve = data
-    if not curve:
-        raise ValueError("no accuracies to plot")
-    points = sorted((int(t), float(a)) for t, a in curve.items())
+    if not isinstance(curve, Mapping) or not curve:
+        raise ValueError(f"no accuracies to plot: expected a non-empty mapping {{T: accuracy}}, got {curve!r:.80}")
+    points = []
+    for t, a in curve.items():
+        try:
+            steps_t = int(t)
+        except (TypeError, ValueError):
+            raise ValueError(f"time steps must be integers (the keys of {{T: accuracy}}), got {t!r}") from None
+        points.append((steps_t, _fraction(f"the accuracy at T = {t}", a)))
+    points.sort()
+    if ann_accuracy is not None:
+        ann_accuracy = _fraction("ann_accuracy", ann_accuracy)
     steps = [t for t, _ in points]
     if steps[0] < 1:
         raise ValueError(f"time steps must be >= 1, got {steps[0]}")
@@ -202,8 +235,7 @@ def spike_raster(
     """
     grid = _time_by_neuron(spikes, "spikes", sample)
     if max_neurons is not None:
-        if max_neurons < 1:
-            raise ValueError(f"max_neurons must be >= 1, got {max_neurons!r}")
+        _check_count("max_neurons", max_neurons)
         grid = grid[:, :max_neurons]
     steps, neurons = np.nonzero(grid)
     fig = _figure()
@@ -239,8 +271,7 @@ def membrane_traces(
         title: the figure title.
     """
     grid = _time_by_neuron(v, "v", sample)
-    if max_traces < 1:
-        raise ValueError(f"max_traces must be >= 1, got {max_traces!r}")
+    _check_count("max_traces", max_traces)
     shown = grid[:, :max_traces]
     fig = _figure()
     ax = fig.add_subplot()

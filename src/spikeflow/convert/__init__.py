@@ -20,12 +20,13 @@ A staged pipeline over a copy of the model (torch itself is never patched):
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 
 from .asn import ASNActivation, asn_model, asn_network
-from .calibrate import Calibration, Normalization, activation_nodes, calibrate
+from .calibrate import Calibration, Normalization, activation_nodes, calibrate, check_calibration_options
 from .fold import batchnorm_affine, fold_batchnorm
 from .graph import SUPPORTED, ConversionError, Kind, LayerGraph, Node, trace
 from .layers import Scale, SpikingMaxPool
@@ -85,6 +86,17 @@ CODINGS: dict[str, Callable[..., SpikingNetwork]] = {
 }
 
 
+def _check_options(coding: str, options: dict) -> None:
+    """Refuse builder options the coding does not take, listing those it does."""
+    params = inspect.signature(CODINGS[coding]).parameters
+    known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n != "info"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(
+            f"coding {coding!r} takes no option {', '.join(map(repr, unknown))}; its options: {', '.join(known) or 'none'}"
+        )
+
+
 def convert(
     model: Union[torch.nn.Module, LayerGraph],
     data: Optional[Union[torch.Tensor, Iterable]] = None,
@@ -107,10 +119,28 @@ def convert(
             (per-channel scales by default: after BatchNorm folding the channels of one
             layer differ widely, and one scale per layer starves the quiet ones).
         options: for the coding's builder (``initial_membrane``, ...).
+
+    Raises:
+        TypeError: ``model`` is not a module or LayerGraph; calibration data of the
+            wrong type.
+        ValueError: an unknown ``coding`` or ``normalization``, or an option the
+            coding does not take (each lists the valid ones); ``percentile``,
+            ``per_channel`` or ``max_samples`` out of range; NaN or Inf in a weight
+            (naming it) or in the calibration data; calibration data of a shape the
+            model does not take.
+        ConversionError: a layer that cannot be converted (naming it), empty
+            calibration data, or a dead activation.
     """
-    if coding not in CODINGS:
+    if not isinstance(coding, str) or coding not in CODINGS:
         raise ValueError(f"unknown coding {coding!r}; expected one of {sorted(CODINGS)}")
-    graph = fold_batchnorm(trace(model))
+    if not isinstance(model, (torch.nn.Module, LayerGraph)):
+        raise TypeError(f"model must be a torch.nn.Module or a LayerGraph, got {type(model).__name__}")
+    Normalization.parse(normalization)
+    check_calibration_options(percentile, per_channel, max_samples)
+    _check_options(coding, options)
+    graph = trace(model)
+    graph.check_finite()  # before folding, so the message names the model's own parameter
+    graph = fold_batchnorm(graph)
     if coding in ("ttfs-clamped", "asn"):  # the activations fix their own range: no data needed
         calibration = None
     else:

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from typing import Optional
 
 import torch
 
 from .. import nn as snn
 from ..neurons.asn import ASNParams
-from .calibrate import Calibration
+from .calibrate import Calibration, check_builder_inputs
 from .graph import ConversionError, Kind, LayerGraph, Node
 from .layers import Scale, SpikingMaxPool
 from .network import SpikingNetwork, Step
@@ -147,7 +148,19 @@ class ASNActivation(torch.nn.Module):
 
 def asn_model(model: torch.nn.Module, **params: float) -> torch.nn.Module:
     """A copy of ``model`` with every ``torch.nn.ReLU`` module replaced by an
-    :class:`ASNActivation` (``params`` for all of them)."""
+    :class:`ASNActivation` (``params`` for all of them).
+
+    Raises:
+        TypeError: ``model`` is not a module, or a parameter ASNActivation does not take.
+        ValueError: a parameter out of range, or no ReLU module to replace.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    known = [n for n in inspect.signature(ASNActivation.__init__).parameters if n != "self"]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise TypeError(f"unknown ASNActivation parameter {', '.join(map(repr, unknown))}; expected some of {known}")
+    ASNActivation(**params)  # check the values before copying the model
     model = copy.deepcopy(model)
     replaced = 0
     for parent in model.modules():
@@ -192,6 +205,7 @@ def asn_network(
         ConversionError: naming the first activation that is not an ``ASNActivation``,
             or a neuron whose input mixes the analog image and spikes.
     """
+    check_builder_inputs("asn_network", graph, calibration, optional=True)
     activations = [n for n in graph.nodes if n.kind in (Kind.RELU, Kind.ACTIVATION)]
     for node in activations:
         if not isinstance(node.module, ASNActivation):

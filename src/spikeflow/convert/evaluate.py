@@ -25,7 +25,9 @@ per-sample quantities are averages over the evaluated samples.
 
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +40,7 @@ from .. import nn as snn
 from ..nn._layers import TimeDistributed
 from .graph import LayerGraph
 from .network import SpikingNetwork
-from .simulate import check_timesteps, simulate
+from .simulate import check_static_input, check_timesteps, simulate
 
 __all__ = [
     "E_AC",
@@ -491,7 +493,9 @@ def _device(model: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_inputs(ann: Any, snn_net: Any, images: Any, labels: Any, batch_size: Any) -> torch.Tensor:
+def _check_inputs(
+    ann: Any, snn_net: Any, images: Any, labels: Any, batch_size: Any, e_mac: Any = E_MAC, e_ac: Any = E_AC
+) -> torch.Tensor:
     if not isinstance(snn_net, SpikingNetwork):
         raise TypeError(f"snn must be a SpikingNetwork, got {type(snn_net).__name__}")
     if not isinstance(ann, (torch.nn.Module, LayerGraph)):
@@ -501,15 +505,24 @@ def _check_inputs(ann: Any, snn_net: Any, images: Any, labels: Any, batch_size: 
             f"images must be a floating-point tensor [N, ...], got "
             f"{type(images).__name__ if not isinstance(images, torch.Tensor) else f'{images.dtype} {tuple(images.shape)}'}"
         )
-    labels = torch.as_tensor(labels)
-    if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"labels must be integer class indices [N], got {type(labels).__name__} {labels!r:.60}") from None
+    if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integer class indices [N], got {labels.dtype} {tuple(labels.shape)}")
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if len(images) == 0:
         raise ValueError("no samples to evaluate")
+    if int(labels.min()) < 0:
+        raise ValueError(f"labels must be class indices >= 0, got {int(labels.min())}")
+    check_static_input(images, "images")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for name, value in (("e_mac", e_mac), ("e_ac", e_ac)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} (joules per operation) must be a finite number >= 0, got {value!r}")
     return labels
 
 
@@ -548,8 +561,15 @@ def evaluate_conversion(
 
     Returns:
         A :class:`ConversionReport`.
+
+    Raises:
+        TypeError: ``ann`` or ``snn`` of the wrong type.
+        ValueError: ``images`` not a finite floating-point batch or of a shape the
+            ANN does not take; ``labels`` not integer classes in ``[0, classes)``, one
+            per image; bad ``timesteps``, ``batch_size``, ``chunk``, ``e_mac`` or
+            ``e_ac``.
     """
-    labels = _check_inputs(ann, snn, images, labels, batch_size)
+    labels = _check_inputs(ann, snn, images, labels, batch_size, e_mac, e_ac)
     steps = check_timesteps(timesteps)
     total = steps[-1]
     coding = snn.info.get("coding")
@@ -563,7 +583,7 @@ def evaluate_conversion(
     hooks += [w.register_forward_pre_hook(lambda _m, args, t=t: t.observe(args[0])) for w, t in synapse_tallies]
     tallies = [t for _, t in neuron_tallies] + [t for _, t in synapse_tallies]
 
-    ann_run = ann.run if isinstance(ann, LayerGraph) else ann
+    ann_run = functools.partial(ann.run, what="images") if isinstance(ann, LayerGraph) else ann
     was_training = isinstance(ann, torch.nn.Module) and ann.training
     if isinstance(ann, torch.nn.Module):
         ann.eval()
@@ -582,7 +602,18 @@ def evaluate_conversion(
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size]
             y = labels[start : start + batch_size]
-            ann_pred = ann_run(x.to(ann_device)).argmax(1).cpu()
+            try:
+                ann_out = ann_run(x.to(ann_device))
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except RuntimeError as exc:
+                raise ValueError(f"images of shape {tuple(images.shape)} do not fit the ANN: {exc}") from exc
+            if start == 0 and ann_out.dim() == 2 and int(labels.max()) >= ann_out.shape[1]:
+                raise ValueError(
+                    f"labels must be class indices in [0, {ann_out.shape[1]}) for the ANN's "
+                    f"{ann_out.shape[1]} outputs, got {int(labels.max())}"
+                )
+            ann_pred = ann_out.argmax(1).cpu()
             ann_correct += int((ann_pred == y).sum())
             for tally in tallies:
                 tally.begin()

@@ -176,9 +176,14 @@ class LayerGraph:
         return f"LayerGraph(\n{lines}\n)"
 
     # -- evaluation ------------------------------------------------------------------
-    def run(self, x: torch.Tensor, record: bool = False):
+    def run(self, x: torch.Tensor, record: bool = False, what: str = "input"):
         """Evaluate as an ANN on ``x`` (``[B, ...]``): the output, and with ``record``
-        also a dict of every node's output."""
+        also a dict of every node's output.
+
+        Raises:
+            ValueError: ``x`` does not fit a layer (naming ``what``, its shape and the
+                layer), instead of torch's bare shape or dtype error.
+        """
         values: dict[str, torch.Tensor] = {}
         out = None
         for node in self.nodes:
@@ -188,9 +193,44 @@ class LayerGraph:
             elif node.kind is Kind.OUTPUT:
                 y = out = args[0]
             else:
-                y = apply_ann(node, args)
+                try:
+                    y = apply_ann(node, args)
+                except torch.cuda.OutOfMemoryError:
+                    raise
+                except RuntimeError as exc:  # a bare torch shape / dtype error: say where
+                    shapes = ", ".join(str(tuple(a.shape)) for a in args)
+                    raise ValueError(
+                        f"{what} of shape {tuple(x.shape)} and dtype {x.dtype} does not fit the model: "
+                        f"{node.where or repr(node.name)} got {shapes}: {exc}"
+                    ) from exc
             values[node.name] = y
         return (out, values) if record else out
+
+    def check_finite(self) -> None:
+        """Refuse NaN or Inf in any weight, bias or buffer (BatchNorm statistics): one
+        such value poisons every spike downstream; and a negative BatchNorm variance.
+
+        Raises:
+            ValueError: naming the parameter (``node.parameter``) and what it holds.
+        """
+        for node in self.nodes:
+            if node.module is None:
+                continue
+            tensors = list(node.module.named_parameters()) + list(node.module.named_buffers())
+            for pname, tensor in tensors:
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    nan = int(torch.isnan(tensor).sum())
+                    inf = int(torch.isinf(tensor).sum())
+                    raise ValueError(
+                        f"parameter {node.name}.{pname} of shape {tuple(tensor.shape)} holds {nan} NaN and "
+                        f"{inf} Inf values; expected finite weights (a NaN or Inf weight poisons every "
+                        f"spike after it): retrain or repair the model before conversion"
+                    )
+            var = getattr(node.module, "running_var", None)
+            if isinstance(node.module, torch.nn.modules.batchnorm._BatchNorm) and var is not None and bool((var < 0).any()):
+                raise ValueError(
+                    f"parameter {node.name}.running_var must be >= 0 (a variance), got min {float(var.min()):.4g}"
+                )
 
 
 def apply_ann(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
@@ -255,11 +295,13 @@ def trace(model: torch.nn.Module, input_shape: Optional[Iterable[int]] = None) -
 
     Raises:
         ConversionError: naming the first node that cannot be converted.
+        TypeError: ``model`` is not a module.
+        ValueError: ``input_shape`` is not a tuple of positive ints.
     """
     if isinstance(model, LayerGraph):
         return model.copy()
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"trace expects a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(f"model must be a torch.nn.Module or a LayerGraph, got {type(model).__name__}")
     model = copy.deepcopy(model).eval()
     try:
         fx_graph = _Tracer().trace(model)
@@ -406,7 +448,14 @@ def trace(model: torch.nn.Module, input_shape: Optional[Iterable[int]] = None) -
             raise ConversionError(
                 f"{node.where}: give the concatenation dimension as a positive index (got {node.attrs['dim']})"
             )
-    shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+    shape = None
+    if input_shape is not None:
+        try:
+            shape = tuple(input_shape)
+        except TypeError:
+            shape = None
+        if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+            raise ValueError(f"input_shape must be a tuple of positive ints (one sample, no batch), got {input_shape!r}")
     return LayerGraph(nodes, shape)
 
 

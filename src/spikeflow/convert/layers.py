@@ -27,7 +27,12 @@ class Scale(torch.nn.Module):
 
     def __init__(self, scale: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).detach().clone())
+        if isinstance(scale, bool) or not isinstance(scale, (torch.Tensor, float, int)):
+            raise TypeError(f"scale must be a number or a tensor, got {type(scale).__name__}")
+        scale = torch.as_tensor(scale, dtype=torch.float32).detach().clone()
+        if scale.dim() > 1 or not bool(torch.isfinite(scale).all()):
+            raise ValueError(f"scale must be finite, 0-d (per layer) or [C] (per channel), got {scale}")
+        self.register_buffer("scale", scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``[T, B, C, ...]``."""

@@ -19,6 +19,7 @@ accepts.
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Sequence
 
 import torch
@@ -29,22 +30,50 @@ __all__ = ["ARCHITECTURES", "BasicBlock", "ResNet18", "lenet5", "resnet18", "see
 Activation = Callable[[], nn.Module]
 
 
-def _spatial(shape: Sequence[int]) -> tuple[int, int, int]:
-    if len(shape) != 3 or any(int(s) < 1 for s in shape):
-        raise ValueError(f"input_shape must be (channels, height, width), got {tuple(shape)}")
-    return int(shape[0]), int(shape[1]), int(shape[2])
+def _spatial(shape: Sequence[int], classes: int = 1, activation: Activation = nn.ReLU) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of ``shape``, with ``classes`` and ``activation``
+    checked too.
+
+    Raises:
+        ValueError: ``shape`` is not three positive ints, or ``classes`` < 1.
+        TypeError: ``activation`` is not callable.
+    """
+    try:
+        values = tuple(shape)
+    except TypeError:
+        values = ()
+    if len(values) != 3 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in values):
+        raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {shape!r}")
+    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
+        raise ValueError(f"classes must be an int >= 1, got {classes!r}")
+    if not callable(activation):
+        raise TypeError(f"activation must be a callable that makes a module (such as torch.nn.ReLU), got {activation!r}")
+    return int(values[0]), int(values[1]), int(values[2])
 
 
 def _flat_features(features: nn.Module, shape: Sequence[int]) -> int:
-    with torch.no_grad():
-        return int(features(torch.zeros(1, *shape)).flatten(1).shape[1])
+    """Features after ``features`` for one input of ``shape`` (in eval mode, so that
+    BatchNorm takes one sample).
+
+    Raises:
+        ValueError: the input is too small for the architecture's pooling.
+    """
+    was_training = features.training
+    features.eval()
+    try:
+        with torch.no_grad():
+            return int(features(torch.zeros(1, *shape)).flatten(1).shape[1])
+    except RuntimeError as exc:
+        raise ValueError(f"input_shape {tuple(shape)} is too small for this architecture: {exc}") from exc
+    finally:
+        features.train(was_training)
 
 
 def seed002_net(input_shape=(1, 28, 28), classes: int = 10, activation: Activation = nn.ReLU) -> nn.Module:
     """Seed 002's example: ``Conv2D(2, 3, relu) -> MaxPool2D(2) -> Flatten -> Dense(784,
     relu) -> Dense(500, relu) -> Dense(84, relu) -> Dense(classes)`` (the softmax is
     left to the loss)."""
-    c, h, w = _spatial(input_shape)
+    c, h, w = _spatial(input_shape, classes, activation)
     features = nn.Sequential(nn.Conv2d(c, 2, 3), activation(), nn.MaxPool2d(2), nn.Flatten())
     n = _flat_features(features, (c, h, w))
     return nn.Sequential(
@@ -60,7 +89,7 @@ def lenet5(input_shape=(1, 28, 28), classes: int = 10, activation: Activation = 
     """LeNet-5: ``Conv(6, 5x5, pad 2) -> act -> AvgPool(2) -> Conv(16, 5x5) -> act ->
     AvgPool(2) -> 120 -> act -> 84 -> act -> classes``. On inputs smaller than 16x16
     (the 8x8 digits) the second convolution is padded too, so that it fits."""
-    c, h, w = _spatial(input_shape)
+    c, h, w = _spatial(input_shape, classes, activation)
     pad2 = 2 if min(h, w) < 16 else 0
     features = nn.Sequential(
         nn.Conv2d(c, 6, 5, padding=2), activation(), nn.AvgPool2d(2),
@@ -86,7 +115,7 @@ def vgg(
     """VGG-style: per stage two ``Conv(3x3, pad 1) -> BatchNorm -> act`` then
     ``MaxPool(2)``; then ``Dropout(0.25) -> Linear(hidden) -> act -> Dropout(0.25) ->
     Linear(classes)``."""
-    c, h, w = _spatial(input_shape)
+    c, h, w = _spatial(input_shape, classes, activation)
     layers: list[nn.Module] = []
     channels = c
     for width in stages:
@@ -131,7 +160,9 @@ class ResNet18(nn.Module):
 
     def __init__(self, input_shape=(3, 32, 32), classes: int = 10, activation: Activation = nn.ReLU, width: int = 64) -> None:
         super().__init__()
-        c, _, _ = _spatial(input_shape)
+        c, _, _ = _spatial(input_shape, classes, activation)
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be an int >= 1, got {width!r}")
         self.stem = nn.Sequential(nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), activation())
         blocks = []
         cin = width

@@ -22,6 +22,8 @@ handful of steps.
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 
 import torch
 
@@ -57,8 +59,8 @@ class QCFS(torch.nn.Module):
         super().__init__()
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
             raise ValueError(f"levels must be a positive integer, got {levels!r}")
-        if not float(scale) > 0:
-            raise ValueError(f"scale must be > 0, got {scale!r}")
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or not scale > 0:
+            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
         self.levels = levels
         self.lam = torch.nn.Parameter(torch.tensor(float(scale)))
 
@@ -78,7 +80,15 @@ class QCFS(torch.nn.Module):
 
 def qcfs_model(model: torch.nn.Module, levels: int = 8, scale: float = 8.0) -> torch.nn.Module:
     """A copy of ``model`` with every ``torch.nn.ReLU`` module replaced by a
-    :class:`QCFS` (functional ``relu`` calls cannot be replaced and are left alone)."""
+    :class:`QCFS` (functional ``relu`` calls cannot be replaced and are left alone).
+
+    Raises:
+        TypeError: ``model`` is not a module.
+        ValueError: ``levels`` or ``scale`` out of range, or no ReLU module to replace.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    QCFS(levels, scale)  # check the settings before copying the model
     model = copy.deepcopy(model)
     replaced = 0
     for parent in model.modules():

@@ -20,10 +20,12 @@ ANN's output.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from .. import nn as snn
-from .calibrate import Calibration
+from .calibrate import Calibration, check_builder_inputs
 from .graph import LayerGraph, Node
 from .layers import Scale, SpikingMaxPool
 from .network import SpikingNetwork
@@ -57,9 +59,18 @@ def rate_network(
         calibration: from :func:`~spikeflow.convert.calibrate.calibrate`.
         initial_membrane: membrane at ``t = 0`` as a fraction of the threshold, in [0, 1).
         fold_scales: fold each spike's value into the next layer's weights.
+
+    Raises:
+        TypeError: ``graph`` or ``calibration`` of the wrong type.
+        ValueError: ``initial_membrane`` out of range.
     """
-    if not 0.0 <= float(initial_membrane) < 1.0:
-        raise ValueError(f"initial_membrane must be in [0, 1), got {initial_membrane!r}")
+    check_builder_inputs("rate_network", graph, calibration)
+    if (
+        isinstance(initial_membrane, bool)
+        or not isinstance(initial_membrane, numbers.Real)
+        or not 0.0 <= float(initial_membrane) < 1.0
+    ):
+        raise ValueError(f"initial_membrane must be a number in [0, 1), got {initial_membrane!r}")
 
     def neuron(node: Node, scale: torch.Tensor) -> list:
         shape = neuron_shape(scale, calibration.ranks.get(node.name))

@@ -56,7 +56,18 @@ def to_spiking(
         neuron: what each activation becomes.
         maxpool: what each max pooling becomes.
         info: facts saved with the network.
+
+    Raises:
+        TypeError: ``graph``, ``scales``, ``neuron`` or ``maxpool`` of the wrong type.
+        ConversionError: an activation without a scale, or a node with no spiking form.
     """
+    if not isinstance(graph, LayerGraph):
+        raise TypeError(f"graph must be a LayerGraph (from spikeflow.convert.trace), got {type(graph).__name__}")
+    if not isinstance(scales, dict):
+        raise TypeError(f"scales must be a dict {{activation node: scale}} (Calibration.scales), got {type(scales).__name__}")
+    for name, factory in (("neuron", neuron), ("maxpool", maxpool)):
+        if not callable(factory):
+            raise TypeError(f"{name} must be callable (node -> module), got {type(factory).__name__}")
     steps: list[Step] = []
     layers: dict[str, torch.nn.Module] = {}
     alias: dict[str, str] = {}
@@ -123,7 +134,13 @@ def _fold_into(layer: torch.nn.Module, scale: torch.Tensor) -> bool:
 
 def finalize(net: SpikingNetwork) -> SpikingNetwork:
     """Fold every :class:`Scale` that can be folded into the weights reading it (in
-    place; returns ``net``)."""
+    place; returns ``net``).
+
+    Raises:
+        TypeError: ``net`` is not a SpikingNetwork.
+    """
+    if not isinstance(net, SpikingNetwork):
+        raise TypeError(f"net must be a SpikingNetwork, got {type(net).__name__}")
     changed = True
     while changed:
         changed = False

@@ -2,21 +2,57 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Iterable, Optional
 
 import torch
 
 from .network import SpikingNetwork
 
-__all__ = ["simulate", "check_timesteps"]
+__all__ = ["simulate", "check_timesteps", "check_static_input"]
 
 
 def check_timesteps(timesteps: Iterable[int] | int) -> list[int]:
-    """Sorted, distinct, positive step counts."""
-    values = [timesteps] if isinstance(timesteps, int) else list(timesteps)
-    if not values or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in values):
+    """Sorted, distinct, positive step counts.
+
+    Raises:
+        ValueError: not a positive int or a non-empty iterable of them.
+    """
+    if isinstance(timesteps, numbers.Integral):
+        values = [timesteps]
+    elif isinstance(timesteps, (str, bytes)) or not isinstance(timesteps, Iterable):
+        values = []
+    else:
+        values = list(timesteps)
+    if not values or any(isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 1 for t in values):
         raise ValueError(f"timesteps must be positive integers, got {timesteps!r}")
-    return sorted(set(values))
+    return sorted(set(int(t) for t in values))
+
+
+def check_static_input(x: object, what: str = "x") -> None:
+    """A batch of static inputs ``[B, *input]``: a floating-point tensor of finite
+    values with at least one sample.
+
+    Raises:
+        TypeError: not a floating-point tensor.
+        ValueError: no batch axis, no samples, or NaN / Inf values.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor [B, *input], got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{what} must be a floating-point tensor, got dtype {x.dtype}; convert it with .float()")
+    if x.dim() < 2:
+        raise ValueError(
+            f"{what} must be a batch [B, *input] (at least 2 dims), got shape {tuple(x.shape)}; "
+            f"add the batch axis with x.unsqueeze(0)"
+        )
+    if len(x) == 0:
+        raise ValueError(f"{what} has no samples (shape {tuple(x.shape)}); expected B >= 1")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            f"{what} must be finite, got {int(torch.isnan(x).sum())} NaN and {int(torch.isinf(x).sum())} Inf "
+            f"values (they would poison the membrane state of every neuron they reach)"
+        )
 
 
 @torch.no_grad()
@@ -36,12 +72,20 @@ def simulate(
     Returns:
         ``{T: [B, ...]}``, the mean output current over steps ``1..T``, or, for a
         network whose ``info["readout"]`` is ``"last"``, the output at step ``T``.
+
+    Raises:
+        TypeError: ``net`` is not a SpikingNetwork; ``x`` not a floating-point tensor.
+        ValueError: bad ``timesteps`` or ``chunk``; ``x`` without a batch axis,
+            empty, with NaN / Inf, or of a shape the network does not take.
     """
+    if not isinstance(net, SpikingNetwork):
+        raise TypeError(f"net must be a SpikingNetwork (from spikeflow.convert.convert), got {type(net).__name__}")
     steps = check_timesteps(timesteps)
+    check_static_input(x)
     total = steps[-1]
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1):
+        raise ValueError(f"chunk must be an int >= 1 or None, got {chunk!r}")
     chunk = total if chunk is None else int(chunk)
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk!r}")
     last = net.info.get("readout", "mean") == "last"
     state: dict = {}
     running = None

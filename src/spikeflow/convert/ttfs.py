@@ -122,7 +122,7 @@ from .._scan import _check_state as check_state
 from ..neurons._base import NeuronModel, Scalar, check_positive, register_model, zeros_state
 from ..nn._layers import check_sequence
 from ..nn._parametrize import as_shape, describe, read_value
-from .calibrate import Calibration, Normalization, activation_nodes
+from .calibrate import Calibration, Normalization, activation_nodes, check_builder_inputs
 from .graph import ConversionError, Kind, LayerGraph, Node
 from .layers import Scale, SpikingMaxPool
 from .network import SpikingNetwork, Step, register_layer
@@ -800,6 +800,7 @@ def ttfs_network(
     Raises:
         ConversionError: a max pooling of a current that no single ReLU reads.
     """
+    check_builder_inputs("ttfs_network", graph, calibration)
     graph = _prepare(graph)
 
     def make(node: Node, threshold: torch.Tensor, shape: tuple) -> torch.nn.Module:
@@ -840,6 +841,7 @@ def ttfs_dynamic_network(
     Raises:
         ConversionError: a max pooling of a current that no single ReLU reads.
     """
+    check_builder_inputs("ttfs_dynamic_network", graph, calibration)
     window = _check_int("window", window, 1)
     offset = _check_offset(threshold_offset)
     graph = _prepare(graph)
@@ -896,6 +898,7 @@ def ttfs_clamped_network(
         ConversionError: naming the first activation that is not clamped (train with
             :func:`clamp_activations`, or use ``ttfs-dynamic``), or a clamp <= 0.
     """
+    check_builder_inputs("ttfs_clamped_network", graph, calibration, optional=True)
     scales: dict[str, torch.Tensor] = {}
     for name in activation_nodes(graph):
         node = graph[name]

@@ -76,15 +76,27 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Digits:
 
     Raises:
         ImportError: scikit-learn is not installed (``pip install spikeflow[cli]``).
-        ValueError: ``test_fraction`` is not in (0, 1).
+        ValueError: ``test_fraction`` is not a number in (0, 1) or leaves a split
+            empty; ``seed`` is not an int >= 0.
     """
-    if isinstance(test_fraction, bool) or not 0.0 < float(test_fraction) < 1.0:
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, (int, float, np.integer, np.floating))
+        or not 0.0 < float(test_fraction) < 1.0
+    ):
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     datasets = _import_sklearn_datasets()
     bunch = datasets.load_digits()
     x = np.asarray(bunch.data, dtype=np.float32) / _MAX_PIXEL  # [1797, 64]
     y = np.asarray(bunch.target, dtype=np.int64)  # [1797]
     train_idx, test_idx = _stratified_split(y, float(test_fraction), int(seed))
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        raise ValueError(
+            f"test_fraction {test_fraction!r} leaves the {'test' if len(test_idx) == 0 else 'training'} split "
+            f"empty (about 180 images per class); expected a value that keeps at least one image on each side"
+        )
     return Digits(
         torch.from_numpy(np.ascontiguousarray(x[train_idx])),
         torch.from_numpy(np.ascontiguousarray(y[train_idx])),

@@ -144,7 +144,10 @@ def find_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
         FileNotFoundError: no folder was given, it does not exist, or neither it nor
             its ``mnist/`` subfolder holds the files; the message names the folder,
             the expected file names and the ways to point at the data.
+        TypeError: ``data_dir`` is not a path.
     """
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(f"data_dir must be a folder path (str or os.PathLike) or None, got {type(data_dir).__name__}")
     if data_dir is None:
         env = os.environ.get(DATA_ENV, "").strip()
         if not env:
@@ -199,6 +202,8 @@ def _load_pair(folder: Path, which: str) -> tuple[np.ndarray, np.ndarray]:
             f"{image_path} holds {len(images)} images but {label_path} holds "
             f"{len(labels)} labels; the counts must agree"
         )
+    if len(images) == 0:
+        raise ValueError(f"{image_path} holds no images; expected an MNIST-format file with at least one image")
     if labels.size and int(labels.max()) >= N_CLASSES:
         bad = int(np.flatnonzero(labels >= N_CLASSES)[0])
         raise ValueError(
@@ -239,6 +244,11 @@ def _to_tensors(images: np.ndarray, labels: np.ndarray, flatten: bool) -> Mnist:
     return Mnist(x, y)
 
 
+def _check_flatten(flatten: object) -> None:
+    if not isinstance(flatten, bool):
+        raise ValueError(f"flatten must be True or False, got {flatten!r}")
+
+
 def load_mnist(
     data_dir: str | os.PathLike | None = None,
     split: Split | str = "train",
@@ -266,12 +276,15 @@ def load_mnist(
         IdxError: a file is not valid IDX (a ``ValueError``).
         ValueError: a bad ``split``/``split_policy``; images that are not uint8
             ``[N, H, W]``; image and label counts that differ; labels outside 0..9;
-            ``t10k-fixed`` on t10k files that do not hold 10,000 images.
+            ``t10k-fixed`` on t10k files that do not hold 10,000 images; files
+            without images; ``flatten`` not a bool.
+        TypeError: ``data_dir`` is not a path.
     """
     split = Split.parse(split)
     policy = SplitPolicy.parse(split_policy)
+    _check_flatten(flatten)
     folder = find_mnist_dir(data_dir)
-    return _to_tensors(*_select(folder, split, policy, {}), bool(flatten))
+    return _to_tensors(*_select(folder, split, policy, {}), flatten)
 
 
 def load_mnist_splits(
@@ -281,8 +294,13 @@ def load_mnist_splits(
     flatten: bool = False,
 ) -> MnistSplits:
     """Both splits of :func:`load_mnist` as ``(x_train, y_train, x_test, y_test)``
-    (each file is read once)."""
+    (each file is read once).
+
+    Raises:
+        As :func:`load_mnist`.
+    """
     policy = SplitPolicy.parse(split_policy)
+    _check_flatten(flatten)
     folder = find_mnist_dir(data_dir)
     pairs: dict = {}
     train = _to_tensors(*_select(folder, Split.TRAIN, policy, pairs), bool(flatten))

@@ -157,6 +157,8 @@ def make_spike_times(
     nb_spikes = _check_int("nb_spikes", nb_spikes, 1)
     nb_samples = _check_int("nb_samples", nb_samples, 1)
     alpha = _check_float("alpha", alpha, low=0.0, low_open=True)
+    if not isinstance(shuffle, bool):
+        raise ValueError(f"shuffle must be True or False, got {shuffle!r}")
     rng = _generator(seed)
     # One child seed per (class, spike) manifold first, then the sample points, so
     # the manifolds do not depend on nb_samples.
@@ -260,8 +262,17 @@ def time_major_batches(
     Returns:
         An iterator of ``(x [T, B, *features], y [B])``; ``x`` is a contiguous copy.
         The arguments are checked (and the order drawn) at the call, not lazily.
+
+    Raises:
+        TypeError: ``spikes`` or ``labels`` is not a tensor.
+        ValueError: ``batch_size`` < 1; no samples; shapes that do not match.
     """
     batch_size = _check_int("batch_size", batch_size, 1)
+    for name, value in (("spikes", spikes), ("labels", labels)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if len(spikes) == 0 and spikes.dim() >= 2:
+        raise ValueError(f"spikes holds no samples (shape {tuple(spikes.shape)}); expected N >= 1")
     if spikes.dim() < 2 or labels.dim() != 1 or len(spikes) != len(labels):
         raise ValueError(
             f"expected spikes [N, T, ...] and labels [N], got {tuple(spikes.shape)} "

@@ -301,8 +301,9 @@ class TonicAdapter(torch.utils.data.Dataset):
     Raises:
         TypeError: ``dataset`` is not map-style; an item is not an ``(events, label)``
             pair; a label is not an integer; an unknown frame option.
-        ValueError: no ``sensor_size`` given nor found on the dataset; bad options
-            (checked on construction by converting an empty recording).
+        ValueError: no ``sensor_size`` given nor found on the dataset; an empty
+            dataset; bad options (checked on construction by converting an empty
+            recording).
     """
 
     _OPTIONS = ("n_time_bins", "time_window", "start_time", "end_time", "binary", "dtype")
@@ -325,6 +326,8 @@ class TonicAdapter(torch.utils.data.Dataset):
                     f"give sensor_size=(W, H, P): {type(dataset).__name__} has no sensor_size attribute"
                 )
         self.sensor_size = _check_sensor_size(sensor_size)
+        if len(dataset) == 0:
+            raise ValueError(f"dataset is empty: {type(dataset).__name__} has 0 recordings; expected at least one")
         self.dataset = dataset
         self.frame_options = dict(frame_options)
         # check the options once, on an empty recording
