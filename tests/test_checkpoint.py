@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from spikeflow.train import CheckpointError, load_checkpoint, save_checkpoint
+from spikeflow.train import checkpoint as checkpoint_module
 from spikeflow.train.checkpoint import (
     FORMAT,
     _atomic_write,
     atomic_write_bytes,
     capture_rng_state,
+    load_latest,
+    previous_path,
     restore_rng_state,
+    save_keeping_previous,
 )
 
 
@@ -201,3 +207,195 @@ def test_pickle_module_is_not_used_for_loading(monkeypatch, tmp_path):
     monkeypatch.setattr(pickle, "load", forbidden)
     monkeypatch.setattr(pickle, "loads", forbidden)
     assert load_checkpoint(path)["epoch"] == 3
+
+
+# --- keeping the previous checkpoint, falling back to it, disk full -------------------
+
+
+def _epoch(path) -> int:
+    return load_checkpoint(path)["epoch"]
+
+
+def test_previous_path():
+    assert previous_path("runs/a/last.pt").as_posix() == "runs/a/last.prev.pt"
+    assert previous_path("best.ckpt").name == "best.prev.ckpt"
+    assert previous_path("checkpoint").name == "checkpoint.prev"
+
+
+def test_save_keeping_previous_keeps_the_replaced_file(tmp_path):
+    path = tmp_path / "last.pt"
+    save_keeping_previous(path, _payload(epoch=1))
+    assert sorted(os.listdir(tmp_path)) == ["last.pt"]  # nothing to keep yet
+    first = path.read_bytes()
+    save_keeping_previous(path, _payload(epoch=2))
+    assert sorted(os.listdir(tmp_path)) == ["last.prev.pt", "last.pt"]  # no temporary file left
+    assert (tmp_path / "last.prev.pt").read_bytes() == first
+    assert (_epoch(path), _epoch(tmp_path / "last.prev.pt")) == (2, 1)
+    save_keeping_previous(path, _payload(epoch=3))
+    assert (_epoch(path), _epoch(tmp_path / "last.prev.pt")) == (3, 2)
+    assert not os.path.samefile(path, tmp_path / "last.prev.pt")  # two files, not two names of one
+
+
+def test_there_is_never_a_moment_without_the_latest_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_keeping_previous(path, _payload(epoch=1))
+    seen = []
+    real_replace, real_link = os.replace, os.link
+
+    def watch(name):
+        def call(*args, **kwargs):
+            seen.append((name, path.is_file()))
+            return (real_replace if name == "replace" else real_link)(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, "replace", watch("replace"))
+    monkeypatch.setattr(os, "link", watch("link"))
+    save_keeping_previous(path, _payload(epoch=2))
+    monkeypatch.undo()
+    assert [name for name, _ in seen] == ["link", "replace", "replace"]
+    assert all(exists for _, exists in seen)
+    assert (_epoch(path), _epoch(tmp_path / "last.prev.pt")) == (2, 1)
+
+
+def test_without_hard_links_the_previous_file_is_copied(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_keeping_previous(path, _payload(epoch=1))
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    save_keeping_previous(path, _payload(epoch=2))
+    assert (_epoch(path), _epoch(tmp_path / "last.prev.pt")) == (2, 1)
+    assert sorted(os.listdir(tmp_path)) == ["last.prev.pt", "last.pt"]
+
+
+def _two_checkpoints(tmp_path):
+    path = tmp_path / "last.pt"
+    save_keeping_previous(path, _payload(epoch=1))
+    save_keeping_previous(path, _payload(epoch=2))
+    return path
+
+
+def test_load_latest_reads_a_good_latest_without_a_warning(tmp_path):
+    path = _two_checkpoints(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        payload, source = load_latest(path)
+    assert (payload["epoch"], source) == (2, path)
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flip_tensor_bytes(path):
+    """Invert 8 bytes inside the stored model weights: the zip structure and the
+    pickle stay valid, only the CRC-32 of one part no longer matches."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size >= 16)
+    data = bytearray(path.read_bytes())
+    header = info.header_offset
+    start = header + 30 + int.from_bytes(data[header + 26 : header + 28], "little") + int.from_bytes(
+        data[header + 28 : header + 30], "little")  # past the local file header
+    for i in range(start, start + 8):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_tensor_bytes, os.remove], ids=["truncated", "flipped", "missing"])
+def test_a_bad_latest_falls_back_to_the_previous_with_a_warning(tmp_path, damage):
+    path = _two_checkpoints(tmp_path)
+    damage(path)
+    with pytest.warns(UserWarning) as caught:
+        payload, source = load_latest(path)
+    assert (payload["epoch"], source) == (1, tmp_path / "last.prev.pt")
+    (message,) = [str(w.message) for w in caught]
+    assert str(path) in message and str(tmp_path / "last.prev.pt") in message
+
+
+def test_flipped_bytes_in_tensor_data_are_detected(tmp_path):
+    path = save_checkpoint(tmp_path / "last.pt", _payload())
+    _flip_tensor_bytes(path)
+    with pytest.raises(CheckpointError, match=r"last\.pt is corrupt: .*CRC-32"):
+        load_checkpoint(path)
+
+
+def test_both_unreadable_is_an_error_naming_both(tmp_path):
+    path = _two_checkpoints(tmp_path)
+    _truncate(path)
+    _flip_tensor_bytes(tmp_path / "last.prev.pt")
+    with pytest.raises(CheckpointError) as info:
+        load_latest(path)
+    message = str(info.value)
+    assert str(path) in message and str(tmp_path / "last.prev.pt") in message
+    assert "truncated" in message and "CRC-32" in message
+
+
+def test_load_latest_without_a_previous_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"last\.pt does not exist"):
+        load_latest(tmp_path / "last.pt")
+    path = save_keeping_previous(tmp_path / "last.pt", _payload(epoch=1))
+    _truncate(path)
+    with pytest.raises(CheckpointError, match=r"last\.pt is corrupt or truncated"):
+        load_latest(path)
+
+
+def test_load_latest_with_another_reader(tmp_path):
+    path = _two_checkpoints(tmp_path)
+    read = []
+
+    def reader(p):
+        read.append(p.name)
+        if p == path:
+            raise CheckpointError(f"{p} is not what I wanted")
+        return "previous"
+
+    with pytest.warns(UserWarning, match="not what I wanted"):
+        assert load_latest(path, reader) == ("previous", tmp_path / "last.prev.pt")
+    assert read == ["last.pt", "last.prev.pt"]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_disk_full_names_the_file_and_keeps_the_previous(tmp_path, monkeypatch, code):
+    path = _two_checkpoints(tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in ("last.pt", "last.prev.pt")}
+    real_write = checkpoint_module._atomic_write
+
+    def full_halfway(target, write, keep_previous=False):
+        def write_until_full(handle):
+            handle.write(b"x" * 1000)
+            raise OSError(code, os.strerror(code))
+        return real_write(target, write_until_full, keep_previous=keep_previous)
+
+    monkeypatch.setattr(checkpoint_module, "_atomic_write", full_halfway)
+    with pytest.raises(OSError) as info:
+        save_keeping_previous(path, _payload(epoch=3))
+    monkeypatch.undo()
+    assert info.value.errno == code
+    assert f"no space left on the device while writing {path}; the previous last.pt is intact" in str(info.value)
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before  # both untouched
+    assert sorted(os.listdir(tmp_path)) == ["last.prev.pt", "last.pt"]  # no temporary file left
+    assert load_latest(path)[0]["epoch"] == 2
+
+
+def test_disk_full_at_fsync_and_on_a_first_write(tmp_path, monkeypatch):
+    """Delayed allocation: the space can run out only when the data is flushed."""
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.os, "fsync", full)
+    with pytest.raises(OSError, match=r"while writing .*best\.pt; nothing was written"):
+        save_checkpoint(tmp_path / "best.pt", _payload())
+    assert os.listdir(tmp_path) == []
+
+
+def test_other_write_errors_are_not_reworded(tmp_path):
+    def denied(handle):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(OSError, match="^\\[Errno 13\\] Permission denied$"):
+        _atomic_write(tmp_path / "x.pt", denied)

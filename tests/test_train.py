@@ -208,6 +208,78 @@ def test_resume_from_a_corrupt_checkpoint_names_the_file(tmp_path):
         train(small(tmp_path, epochs=2, resume=True))
 
 
+def test_resume_from_a_corrupt_last_falls_back_to_the_previous(tmp_path):
+    straight = train(small(tmp_path / "a", epochs=3))
+    train(small(tmp_path / "b", epochs=2))
+    run = tmp_path / "b" / "run"
+    assert load_checkpoint(run / "last.prev.pt")["epoch"] == 1
+    last = run / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match=r"run/last\.pt is corrupt or truncated.*previous checkpoint .*last\.prev\.pt"):
+        resumed = train(small(tmp_path / "b", epochs=3, resume=True))
+    assert resumed["resumed_from_epoch"] == 1
+    assert [h["test_accuracy"] for h in resumed["history"]] == [h["test_accuracy"] for h in straight["history"]]
+    a, b = _weights(tmp_path / "a" / "run" / "last.pt"), _weights(last)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the corrupt file was dropped, not kept as the fallback
+    assert load_checkpoint(run / "last.prev.pt")["epoch"] == 2
+
+
+def test_resume_with_both_checkpoints_corrupt_names_both(tmp_path):
+    train(small(tmp_path, epochs=2))
+    run = tmp_path / "run"
+    for name in ("last.pt", "last.prev.pt"):
+        (run / name).write_bytes(b"\0" * 100)
+    with pytest.raises(CheckpointError, match=r"neither .*run/last\.pt nor the previous checkpoint .*run/last\.prev\.pt"):
+        train(small(tmp_path, epochs=3, resume=True))
+
+
+def test_a_new_run_clears_crash_leftovers_and_an_older_fallback(tmp_path):
+    train(small(tmp_path, epochs=2))
+    run = tmp_path / "run"
+    (run / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    (run / ".last.prev.pt.999.tmp").write_bytes(b"a link cut short")
+    train(small(tmp_path, epochs=1, seed=1))  # a new run, not a resume, in the same directory
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "last.pt"]  # no last.prev.pt of the old run
+
+
+@pytest.mark.parametrize("changes", [{"encoding": "rate", "rate_reg": 0.1}, {"scheduler": "onecycle"}])
+def test_a_run_stopped_inside_an_epoch_resumes_from_its_mid_epoch_checkpoint(tmp_path, monkeypatch, changes):
+    from spikeflow.train import trainer
+
+    straight = train(small(tmp_path / "a", epochs=2, **changes))
+    arrivals = []
+
+    def stop_in_batch_13_of_epoch_2(event, key=None, flush=None):
+        if event == "mid-epoch":
+            arrivals.append(key)
+            if arrivals.count(2) == 13:
+                raise KeyboardInterrupt  # a crash after the checkpoints of batches 5 and 10
+
+    monkeypatch.setattr(trainer._faults, "point", stop_in_batch_13_of_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(small(tmp_path / "b", epochs=2, checkpoint_every=5, **changes))
+    monkeypatch.undo()
+    saved = load_checkpoint(tmp_path / "b" / "run" / "last.pt")
+    assert saved["epoch"] == 1 and saved["partial"]["batches"] == 10 and saved["partial"]["seen"] == 10 * 64
+    assert load_checkpoint(tmp_path / "b" / "run" / "last.prev.pt")["partial"]["batches"] == 5
+
+    resumed = train(small(tmp_path / "b", epochs=2, checkpoint_every=5, resume=True, **changes))
+    a, b = (load_checkpoint(tmp_path / n / "run" / "last.pt") for n in "ab")
+    assert b["partial"] is None and b["epoch"] == 2
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert torch.equal(a["rng"]["data"], b["rng"]["data"])
+    without_times = lambda history: [{k: v for k, v in r.items() if k != "time_s"} for r in history]  # noqa: E731
+    assert without_times(resumed["history"]) == without_times(straight["history"])  # firing rates included
+
+
+def test_checkpoint_every_is_checked():
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 0"):
+        TrainConfig(checkpoint_every=-1)
+    with pytest.raises(TypeError, match="checkpoint_every must be an integer"):
+        TrainConfig(checkpoint_every=2.5)
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
     train(small(tmp_path))
     with pytest.raises(ValueError, match=r"cannot resume.*hidden=24 \(checkpoint: 16\)"):

@@ -337,3 +337,148 @@ def test_cli_runs_a_study_and_writes_json(tmp_path):
     assert (tmp_path / "o" / "tune.json").is_file()
     assert "trial 0:" in result.stdout and "trial 1:" in result.stdout
     assert f"best test_accuracy {summary['best_value']:.4f} at trial {summary['best_trial']}" in result.stdout
+
+
+# --- interrupted studies end as uninterrupted ones ---------------------------------------
+
+SEEDED = dict(base=dict(BASE), sampler={"type": "tpe", "seed": 3}, pruner="median")
+
+
+def _finished(summary: dict) -> list:
+    """The finished trials in order, as (params, value, intermediate values): what a
+    study's result is made of (a re-run of a killed trial takes its place)."""
+    return [(t["params"], t["value"], t["intermediate"]) for t in summary["trials"] if t["state"] in FINISHED]
+
+
+def test_a_continued_seeded_study_samples_what_an_uninterrupted_one_does(tmp_path):
+    straight = tune(space(**SEEDED), trials=4, out=tmp_path / "a", study_name="s", quiet=True)
+    tune(space(**SEEDED), trials=1, out=tmp_path / "b", study_name="s", quiet=True)
+    tune(space(**SEEDED), trials=3, out=tmp_path / "b", study_name="s", quiet=True)
+    continued = tune(space(**SEEDED), trials=4, out=tmp_path / "b", study_name="s", quiet=True)
+    assert _finished(continued) == _finished(straight) and len(_finished(straight)) == 4
+    assert len({t["params"]["lr"] for t in straight["trials"]}) == 4
+    other = tune(space(**{**SEEDED, "sampler": {"type": "tpe", "seed": 4}}), trials=1, out=tmp_path / "c",
+                 study_name="s", quiet=True)
+    assert _finished(other)[0][0] != _finished(straight)[0][0]  # the seed matters
+
+
+def _faulty_worker(space_file: Path, out: Path, study: str, fault: str) -> subprocess.Popen:
+    """A worker that kills itself with SIGKILL at the SPIKEFLOW_FAULT point ``fault``."""
+    code = (
+        "import sys; from spikeflow.tune import tune; "
+        f"tune(sys.argv[1], trials=4, out=sys.argv[2], study_name={study!r}, quiet=True, heartbeat_interval=1)"
+    )
+    env = {**os.environ, "SPIKEFLOW_FAULT": fault,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-c", code, str(space_file), str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    return tune(space(**SEEDED), trials=4, out=tmp_path_factory.mktemp("uninterrupted"), study_name="k", quiet=True)
+
+
+@pytest.mark.parametrize(
+    "faults, killed",
+    [
+        (["mid-trial:0:1"], [0]),  # the first trial, after its first epoch
+        (["mid-trial:2:2"], [2]),  # trial 2 after its last epoch's report, before it is recorded
+        (["after-trial:2"], []),  # between trials 1 and 2
+        (["mid-epoch:2:30"], [1]),  # in the second epoch of trial 1 (the 30th epoch-2 batch of the process)
+        (["mid-trial:1:1", "after-trial:1", "mid-trial:4:1"], [1, 4]),  # three kills in a row
+    ],
+    ids=["first-trial", "before-recorded", "between-trials", "mid-epoch", "three-kills"],
+)
+def test_a_killed_study_ends_as_an_uninterrupted_one(tmp_path, uninterrupted, faults, killed):
+    """Workers killed with SIGKILL at fault points (SPIKEFLOW_FAULT), then the study
+    continued: the same finished trials, parameters, values and intermediate values,
+    in the same order, as the uninterrupted study. The killed trials are re-run at
+    once (their worker's process is gone), not after the heartbeat's grace period."""
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(space(**SEEDED)))
+    for fault in faults:
+        worker = _faulty_worker(space_file, tmp_path, "k", fault)
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == -signal.SIGKILL, f"{fault} did not kill the worker: {err}"
+    # a grace period far beyond the timeout: only the dead-process check can re-queue
+    summary = tune(space_file, trials=4, out=tmp_path, study_name="k", quiet=True, heartbeat_interval=1,
+                   grace_period=3600, timeout=120)
+    assert _finished(summary) == _finished(uninterrupted)
+    failed = [t["number"] for t in summary["trials"] if t["state"] == "FAIL"]
+    assert failed == killed and summary["running"] == summary["waiting"] == 0
+    for number in killed:  # each re-run right after the trial it replaces, with its parameters
+        retry = summary["trials"][number + 1]
+        assert retry["retry_of"] == number
+        if summary["trials"][number]["params"]:
+            assert retry["params"] == summary["trials"][number]["params"]
+
+
+def test_a_running_trial_of_a_live_worker_is_left_alone(tmp_path, monkeypatch):
+    """The dead-process check fails only trials whose process is gone."""
+    import spikeflow.tune as tune_module
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db.sqlite'}", study_name="l")
+    alive, dead = study.ask(), study.ask()
+    here = tune_module._pid_namespace()
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_pid.wait()
+    alive.set_user_attr("worker", f"{tune_module.socket.gethostname()}:{os.getppid()}")
+    dead.set_user_attr("worker", f"{tune_module.socket.gethostname()}:{dead_pid.pid}")
+    for trial in (alive, dead):
+        trial.set_user_attr("pid_namespace", here)
+    elsewhere = study.ask()
+    elsewhere.set_user_attr("worker", f"another-host:{dead_pid.pid}")
+    elsewhere.set_user_attr("pid_namespace", here)
+    tune_module._fail_dead_local_trials(optuna, study)
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {0: "RUNNING", 1: "FAIL", 2: "RUNNING"}
+
+
+# --- a damaged or locked study database ----------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_study_database_is_a_clear_error(tmp_path, damage):
+    from spikeflow.tune import StudyStorageError
+
+    db = tmp_path / "study.db"
+    if damage == "garbage":
+        db.write_bytes(b"not an sqlite database\n" * 200)
+    else:
+        tune(space(), trials=1, out=tmp_path, study_name="d", quiet=True)
+        db.write_bytes(db.read_bytes()[: db.stat().st_size // 3])
+    before = db.read_bytes()
+    with pytest.raises(StudyStorageError, match=rf"the study database {db} is damaged or not a database: "):
+        tune(space(), trials=2, out=tmp_path, study_name="d", quiet=True)
+    assert db.read_bytes() == before  # left as it was, for a look or a restore
+
+    result = CliRunner().invoke(main, ["tune", str(_space_file(tmp_path)), "--trials", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(db) in lines[0] and "damaged or not a database" in lines[0], result.stderr
+
+
+def _space_file(tmp_path: Path) -> Path:
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(space()))
+    return path
+
+
+def test_a_locked_study_database_is_a_clear_error(tmp_path, monkeypatch):
+    import sqlite3
+
+    import spikeflow.tune as tune_module
+
+    tune(space(), trials=1, out=tmp_path, study_name="l", quiet=True)
+    monkeypatch.setattr(tune_module, "_SQLITE_TIMEOUT_S", 1)
+    holder = sqlite3.connect(tmp_path / "study.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(tune_module.StudyStorageError,
+                           match=rf"the study database {tmp_path / 'study.db'} is locked by another process \(waited 1 s\)"):
+            tune(space(), trials=2, out=tmp_path, study_name="l", quiet=True)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert tune(space(), trials=2, out=tmp_path, study_name="l", quiet=True)["complete"] == 2

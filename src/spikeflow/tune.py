@@ -33,12 +33,23 @@ storage and study name continues the study, and several workers (processes or
 machines) can share one. ``trials`` is the number of finished (complete or pruned)
 trials the study should hold. Trials left running by a killed worker are noticed
 through Optuna's heartbeat once ``grace_period`` seconds have passed, marked failed
-and re-queued with the same parameters. The summary is written to ``OUT/tune.json``.
+and re-queued with the same parameters (at once, when the dead worker ran on this
+machine). The summary is written to ``OUT/tune.json``.
+
+With a seeded sampler (``sampler: {type: tpe, seed: 0}``) a study is reproducible
+however often it is interrupted: each trial's sampler is seeded from the seed and
+the trial's position among the trials that did not fail, so a study killed at any
+moment and continued ends with the same parameters and values, trial for trial, as
+one that ran through (the re-run of a killed trial takes its place; its number is a
+new one). This holds for the ``none`` and ``median`` pruners; ``hyperband`` assigns
+trials to brackets by their number. A corrupt or locked SQLite database is a
+:class:`StudyStorageError` naming the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import json
 import math
@@ -50,7 +61,17 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-__all__ = ["METRICS", "SearchSpace", "load_space", "parse_space", "tune"]
+from .train import _faults
+
+__all__ = ["METRICS", "SearchSpace", "StudyStorageError", "load_space", "parse_space", "tune"]
+
+
+class StudyStorageError(OSError):
+    """The study's database cannot be used: damaged, not a database, or locked."""
+
+
+#: Seconds to wait for a lock on an SQLite study database before giving up.
+_SQLITE_TIMEOUT_S = 60
 
 #: The metrics each task can optimise, with their default direction.
 METRICS: dict[str, dict[str, str]] = {
@@ -80,7 +101,7 @@ _EPOCH_KEYS = {
 }
 # Settings a trial fixes itself or that do not change the result: never searched.
 _NOT_SEARCHED = {
-    "train": {"out", "quiet", "resume", "threads", "device", "data_dir", "tensorboard", "hardware"},
+    "train": {"out", "quiet", "resume", "threads", "device", "data_dir", "tensorboard", "hardware", "checkpoint_every"},
     "convert": {"out", "quiet", "model", "threads", "data_dir", "tensorboard", "plot", "hardware"},
 }
 _SPACE_KEYS = ("task", "base", "metric", "direction", "params", "pruner", "sampler")
@@ -305,14 +326,23 @@ def parse_space(data: Mapping[str, Any]) -> SearchSpace:
 
 
 def load_space(path: str | os.PathLike) -> SearchSpace:
-    """Read and validate a search-space file (``.yaml``/``.yml``, ``.json``, ``.toml``)."""
+    """Read and validate a search-space file (``.yaml``/``.yml``, ``.json``, ``.toml``).
+
+    The file is read as data only (:func:`spikeflow.train.config.read_config_file`:
+    YAML with ``safe_load``, sizes and nesting bounded).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: bad syntax or a bad key or value; the message names the file and
+            the key, what was expected and what was found.
+    """
     from .train.config import read_config_file
 
     data = read_config_file(path)
     try:
         return parse_space(data)
-    except ValueError as error:
-        raise ValueError(f"search space {path}: {error}") from None
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"search space {path}: {' '.join(str(error).split())}") from None
 
 
 def _suggest(trial: Any, name: str, spec: Mapping[str, Any]) -> Any:
@@ -362,10 +392,65 @@ def _make_pruner(optuna: Any, spec: Mapping[str, Any]) -> Any:
 
 
 def _make_sampler(optuna: Any, spec: Mapping[str, Any]) -> Any:
+    """The space's sampler; a seeded one draws each trial's parameters from its own
+    seed (see :func:`_replayable_sampler`)."""
     seed = spec.get("seed")
-    if spec["type"] == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    make = optuna.samplers.RandomSampler if spec["type"] == "random" else optuna.samplers.TPESampler
+    if seed is None:
+        return make()
+    return _replayable_sampler(optuna, make, seed)
+
+
+def _trial_seed(seed: int, position: int) -> int:
+    """The sampler seed of the trial at ``position`` of a study seeded with ``seed``."""
+    digest = hashlib.sha256(f"spikeflow.tune:{seed}:{position}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _replayable_sampler(optuna: Any, make: Callable[..., Any], seed: int) -> Any:
+    """A sampler whose draws depend only on the study's history, never on the process.
+
+    Optuna's seeded samplers keep one random generator per process: a study stopped
+    and continued (a killed worker, a second ``spikeflow tune`` call) restarts it and
+    samples other parameters than an uninterrupted study would. Here every trial gets
+    a fresh ``make(seed=...)`` seeded from ``(seed, position)``, its position being
+    the number of earlier trials that did not fail (a trial failed by a dead worker
+    is re-run in its place). So trial k's parameters depend only on ``seed`` and the
+    k finished trials before it, as TPE's model of them does: an interrupted study
+    continues exactly as an uninterrupted one, and workers sharing a seeded study
+    never draw the same sequence.
+    """
+    Fail = optuna.trial.TrialState.FAIL
+
+    class _Replayable(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self._inner = make(seed=_trial_seed(seed, 0))
+
+        def __str__(self) -> str:
+            return f"{type(self._inner).__name__}(seed={seed}, reseeded per trial)"
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            earlier = study.get_trials(deepcopy=False)
+            position = sum(t.number < trial.number and t.state != Fail for t in earlier)
+            self._inner = make(seed=_trial_seed(seed, position))
+            self._inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self._inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            return self._inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+            return self._inner.sample_independent(study, trial, name, distribution)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self._inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:  # the seed comes from the trial's position
+            pass
+
+    return _Replayable()
 
 
 def _make_storage(optuna: Any, url: str, heartbeat_interval: int, grace_period: int) -> Any:
@@ -377,7 +462,7 @@ def _make_storage(optuna: Any, url: str, heartbeat_interval: int, grace_period: 
     retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
     accepted = inspect.signature(storages.RDBStorage).parameters
     callback_arg = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in accepted else "failed_trial_callback"
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    engine_kwargs = {"connect_args": {"timeout": _SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():  # the heartbeat is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return storages.RDBStorage(
@@ -400,17 +485,78 @@ def _open_study(
                 storage=storage, study_name=name, direction=space.direction, load_if_exists=True,
                 sampler=_make_sampler(optuna, space.sampler), pruner=_make_pruner(optuna, space.pruner),
             )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
-            if attempt == 4:
+        except sqlalchemy.exc.DatabaseError as error:
+            problem = _storage_problem(url, error)
+            if problem is not None:
+                raise StudyStorageError(problem) from error
+            if attempt == 4 or not isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError)):
                 raise
             time.sleep(0.2 * (attempt + 1) + 0.1 * random.random())
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _storage_problem(url: str, error: Exception) -> Optional[str]:
+    """A message for a study database that is damaged or locked (None: another error)."""
+    reason = " ".join(str(getattr(error, "orig", None) or error).split())
+    where = f"the study database {url[len('sqlite:///'):]}" if url.startswith("sqlite:///") else f"the study storage {url}"
+    if "locked" in reason:
+        waited = f" (waited {_SQLITE_TIMEOUT_S} s)" if url.startswith("sqlite") else ""
+        return (f"{where} is locked by another process{waited}: {reason}; stop the process holding it "
+                "(a tune worker still running, a database browser) and try again")
+    if any(text in reason for text in ("not a database", "malformed", "file is encrypted", "disk I/O error")):
+        return (f"{where} is damaged or not a database: {reason}; move it away (or restore a copy) to start "
+                "the study afresh")
+    return None
+
+
+def _fail_dead_local_trials(optuna: Any, study: Any) -> None:
+    """Fail and re-queue (like a stale heartbeat) the running trials of workers on this
+    machine whose process no longer exists: a worker restarted after a crash re-runs
+    its trial at once instead of waiting out the heartbeat's grace period, so the
+    study goes on in the order an uninterrupted one would."""
+    storage = study._storage
+    callback = getattr(storage, "get_heartbeat_stale_trial_callback", None) or getattr(
+        storage, "get_failed_trial_callback", None)
+    here = (socket.gethostname(), _pid_namespace())
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if (host, trial.user_attrs.get("pid_namespace")) != here or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # it finished, or another worker failed it
+            continue
+        retry = callback() if callback is not None else None
+        if retry is not None:
+            retry(study, storage.get_trial(trial._trial_id))
+
+
+def _pid_namespace() -> Optional[str]:
+    """This process's PID namespace (containers on one host share its name, not this)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or no way to ask: assume it runs
+        return True
+    return True
 
 
 def _run_trial(space: SearchSpace, trial: Any, out: Path) -> float:
     """Run one trial: sample, build the config, train or convert, return the metric."""
     optuna = _optuna()
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr("pid_namespace", _pid_namespace())
     values = {name: _suggest(trial, name, spec) for name, spec in space.params.items()}
     config = space.config(values, out / f"trial_{trial.number}")
     if space.task == "convert":
@@ -431,6 +577,7 @@ def _run_trial(space: SearchSpace, trial: Any, out: Path) -> float:
         if space.metric == "best_test_accuracy":
             best[0] = value = max(best[0], value)
         trial.report(value, int(record["epoch"]))
+        _faults.point("mid-trial", trial.number)  # crash tests only (SPIKEFLOW_FAULT)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {record['epoch']} at {space.metric} {value:.4f}")
 
@@ -578,11 +725,13 @@ def tune(
         def report(study: Any, trial: Any) -> None:
             say(_describe(trial))
             _write_summary(_summary(study, space, storage_url, out), out)
+            _faults.point("after-trial")  # crash tests only (SPIKEFLOW_FAULT)
 
         while timeout is None or time.monotonic() - started < timeout:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)  # re-queues the trials of dead workers
+                _fail_dead_local_trials(optuna, study)  # re-queues the trials of dead workers here
+                optuna.storages.fail_stale_trials(study)  # and those of silent workers anywhere
             states = [t.state for t in study.get_trials(deepcopy=False)]
             finished = sum(s in (State.COMPLETE, State.PRUNED) for s in states)
             running = sum(s == State.RUNNING for s in states)

@@ -3,9 +3,18 @@
 A checkpoint is a ``torch.save`` file holding only tensors and plain Python values
 (dict, list, tuple, str, int, float, bool, None), so :func:`load_checkpoint` reads
 it with ``torch.load(..., weights_only=True)``: a checkpoint from an untrusted
-source cannot run code. Writing goes to a temporary file in the same directory,
+source cannot run code. Reading first checks the CRC-32 checksums of the
+archive's parts (``torch.load`` does not), so flipped bits are an error rather than
+wrong weights. Writing goes to a temporary file in the same directory,
 which is flushed, fsynced and then renamed over the target with ``os.replace``: a
 crash leaves either the old or the new file, never half of one.
+
+:func:`save_keeping_previous` also keeps the file it replaces as ``<name>.prev<suffix>``
+(``last.pt`` -> ``last.prev.pt``), and :func:`load_latest` reads the newest good one:
+a latest checkpoint that is corrupt (a disk that lost blocks, a copy cut short) is
+skipped with a warning and the previous one is used. A write that fails (disk
+full, a crash) leaves both files as they were: the new bytes go to a temporary file
+first and only a complete, fsynced file is renamed into place.
 
 Contents (``FORMAT = "spikeflow.train/1"``)::
 
@@ -17,15 +26,20 @@ Contents (``FORMAT = "spikeflow.train/1"``)::
     config          TrainConfig.to_dict()
     rng             random states (see capture_rng_state), tensors and ints only
     history         per-epoch metrics, a list of dicts of floats
+    partial         None, or for a mid-epoch checkpoint (``checkpoint_every``) the next
+                    epoch's part done: its order, batches, loss/correct/seen sums and
+                    spike counts (absent in files from before it existed)
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
 import random
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -33,19 +47,25 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from . import _faults
+
 __all__ = [
     "FORMAT",
     "CheckpointError",
     "atomic_write_bytes",
     "capture_rng_state",
     "load_checkpoint",
+    "load_latest",
+    "previous_path",
     "read_weights_only",
     "save_weights_only",
     "restore_rng_state",
     "save_checkpoint",
+    "save_keeping_previous",
 ]
 
 FORMAT = "spikeflow.train/1"
+_ADVICE = "; delete it or start a new run without resume"  # after a bad checkpoint's message
 REQUIRED_KEYS = ("format", "epoch", "model", "optimizer", "best_accuracy", "config", "rng")
 
 
@@ -67,7 +87,18 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where :func:`save_keeping_previous` keeps the file it replaced: ``last.pt`` ->
+    ``last.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _no_space(error: OSError) -> bool:
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], keep_previous: bool = False) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -76,15 +107,45 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if keep_previous and path.exists():
+            _keep_as_previous(path)
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        if isinstance(error, OSError) and _no_space(error):
+            raise OSError(
+                error.errno,
+                f"no space left on the device while writing {path}; "
+                + (f"the previous {path.name} is intact" if path.exists() else "nothing was written"),
+            ) from error
         raise
     _fsync_directory(path.parent)
     return path
+
+
+def _keep_as_previous(path: Path) -> None:
+    """Make ``previous_path(path)`` a copy of ``path`` without ever leaving ``path`` missing:
+    a hard link under a temporary name, renamed over the previous file (a copy where
+    the file system has no hard links)."""
+    previous = previous_path(path)
+    link = previous.with_name(f".{previous.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            os.link(path, link)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(path, link)
+        os.replace(link, previous)
+    except BaseException:
+        try:
+            os.unlink(link)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -92,21 +153,32 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return _atomic_write(path, lambda handle: handle.write(data))
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, keep_previous: bool = False) -> Path:
     """Write ``payload`` (tensors and plain values only) atomically to ``path``."""
     payload = {"format": FORMAT, **payload}
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
         raise ValueError(f"checkpoint payload lacks {', '.join(missing)}")
-    return save_weights_only(path, payload)
+    return save_weights_only(path, payload, keep_previous=keep_previous)
 
 
-def _reason(error: BaseException) -> str:
+def _reason(error: BaseException, limit: int = 160) -> str:
     """The first sentence of an error message (torch's loader messages run long)."""
     text = " ".join(str(error).split()) or type(error).__name__
     head, dot, _ = text.partition(". ")
     text = head + ("." if dot else "")
-    return text if len(text) <= 160 else text[:157] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _damaged_member(path: Path) -> Optional[str]:
+    """The first part of a ``torch.save`` zip archive whose bytes fail its CRC-32 (None:
+    all intact, or not a zip archive, left to ``torch.load`` to judge). ``torch.load``
+    does not check the checksums, so flipped bits in tensor data would load silently."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        return None
 
 
 def read_weights_only(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
@@ -116,20 +188,90 @@ def read_weights_only(path: str | os.PathLike, map_location: Any = "cpu", what: 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist")
+    damaged = _damaged_member(path)
+    if damaged is not None:
+        raise CheckpointError(
+            f"{what} {path} is corrupt: the bytes of its part {damaged} do not match their stored CRC-32 checksum"
+            + (_ADVICE if what == "checkpoint" else "")
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as error:
         raise CheckpointError(
             f"{what} {path} is corrupt or truncated and cannot be read ({_reason(error)})"
-            + ("; delete it or start a new run without resume" if what == "checkpoint" else "")
+            + (_ADVICE if what == "checkpoint" else "")
         ) from error
 
 
-def save_weights_only(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (tensors and plain values only) atomically with ``torch.save``."""
+def save_weights_only(path: str | os.PathLike, payload: dict[str, Any], *, keep_previous: bool = False) -> Path:
+    """Write ``payload`` (tensors and plain values only) atomically with ``torch.save``;
+    with ``keep_previous`` the file it replaces stays as :func:`previous_path`."""
+    name = Path(path).name
+    _faults.point("before-checkpoint", name)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    data = memoryview(buffer.getbuffer())
+    half = len(data) // 2
+
+    def write(handle: Any) -> None:
+        handle.write(data[:half])
+        _faults.point("checkpoint-write", name, flush=handle)  # a crash test's kill, half written
+        handle.write(data[half:])
+
+    written = _atomic_write(path, write, keep_previous=keep_previous)
+    _faults.point("after-checkpoint", name)
+    return written
+
+
+def save_keeping_previous(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """:func:`save_checkpoint`, keeping the checkpoint it replaces as ``<name>.prev<suffix>``
+    for :func:`load_latest` to fall back on."""
+    return save_checkpoint(path, payload, keep_previous=True)
+
+
+def load_latest(
+    path: str | os.PathLike,
+    load: Callable[[Path], Any] | None = None,
+) -> tuple[Any, Path]:
+    """Read ``path`` or, where it is missing or corrupt, the previous one kept by
+    :func:`save_keeping_previous`, with a :class:`UserWarning` naming both files.
+
+    Args:
+        path: the latest checkpoint (``last.pt``).
+        load: the reader, ``load(path) -> payload`` raising :class:`CheckpointError`
+            for a bad file (default: :func:`load_checkpoint`).
+
+    Returns:
+        ``(payload, path it came from)``.
+
+    Raises:
+        FileNotFoundError: neither file exists.
+        CheckpointError: no file could be read (the message gives each reason).
+    """
+    path = Path(path)
+    load = load_checkpoint if load is None else load
+    previous = previous_path(path)
+    if not path.exists() and not previous.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return load(path), path
+    except CheckpointError as error:
+        if not previous.exists():
+            raise
+        latest_problem = CheckpointError(str(error).replace(_ADVICE, ""))
+    try:
+        payload = load(previous)
+    except CheckpointError as error:
+        raise CheckpointError(
+            f"neither {path} nor the previous checkpoint {previous} can be read: "
+            f"{_reason(latest_problem, 400)}; {_reason(CheckpointError(str(error).replace(_ADVICE, '')), 400)}"
+        ) from error
+    warnings.warn(
+        f"{_reason(latest_problem, 400)}; resuming from the previous checkpoint {previous}",
+        UserWarning,
+        stacklevel=2,
+    )
+    return payload, previous
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

@@ -90,7 +90,8 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
 # Fields that may differ between a run and the run it resumes (they do not change
 # what is computed, or, for ``epochs``, only how far the run goes).
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "resume", "quiet", "out", "device", "backend", "threads", "data_dir", "tensorboard"}
+    {"epochs", "resume", "quiet", "out", "device", "backend", "threads", "data_dir", "tensorboard",
+     "checkpoint_every"}
 )
 
 
@@ -180,6 +181,9 @@ class TrainConfig:
         threads: torch intra-op threads during the run (restored afterwards); None
             takes the preset's choice, 0 leaves torch's setting alone.
         resume: continue from ``out/last.pt``.
+        checkpoint_every: also write ``last.pt`` after every this many training batches,
+            so that a crash in a long epoch loses at most that many (0: only at the end
+            of each epoch). A resume continues inside the epoch, with the same result.
         quiet: no progress bar.
         hardware: layers on a simulated memristive crossbar: a hardware file's path
             (``.yaml``/``.json``/``.toml``, see :mod:`spikeflow.hardware.placement`) or
@@ -221,6 +225,7 @@ class TrainConfig:
     backend: str = "auto"
     threads: Optional[int] = None
     resume: bool = False
+    checkpoint_every: int = 0
     quiet: bool = False
     hardware: Optional[dict] = None
 
@@ -241,7 +246,7 @@ class TrainConfig:
             set_("out", os.path.join("runs", self.preset + ("-ann" if self.ann else "")))
 
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("steps", 1), ("hidden", 1), ("seed", 0),
-                              ("threads", 0), ("augment", 0)):
+                              ("threads", 0), ("augment", 0), ("checkpoint_every", 0)):
             _check_int(name, getattr(self, name), minimum)
         set_("lr", _check_float("lr", self.lr, positive=True))
         if self.surrogate_alpha is not None:
@@ -338,6 +343,41 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+#: The largest settings file :func:`read_config_file` reads (settings files are tiny).
+MAX_CONFIG_BYTES = 1 << 24
+
+#: The deepest nesting of tables and lists a settings file may have.
+MAX_CONFIG_DEPTH = 32
+
+#: The most values (tables, lists and scalars, a YAML alias counted at every use) a
+#: settings file may hold: YAML aliases can make a small file expand to billions.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _check_structure(path: Path, data: Any) -> None:
+    """ValueError unless ``data`` nests at most :data:`MAX_CONFIG_DEPTH` deep and holds
+    at most :data:`MAX_CONFIG_VALUES` values, counting each use of a YAML alias (so
+    that printing or copying the settings later cannot explode); non-finite floats
+    are left to the settings' own checks."""
+    stack = [(data, 0)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ValueError(
+                f"config file {path} holds more than {MAX_CONFIG_VALUES} values (counting every use of a YAML "
+                f"alias); a settings file holds a few dozen"
+            )
+        if depth > MAX_CONFIG_DEPTH:
+            raise ValueError(f"config file {path} nests tables or lists more than {MAX_CONFIG_DEPTH} deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+            stack.extend((k, depth + 1) for k in value if not isinstance(k, (str, int, float, bool)))
+        elif isinstance(value, (list, tuple, set)):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """The training settings in a ``.yaml``/``.yml``, ``.json`` or ``.toml`` file, as a
     dict (not yet validated).
@@ -345,12 +385,29 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     The keys may sit at the top level or under one ``train`` table (TOML
     ``[train]``, YAML/JSON ``train:``). Dashes in keys are read as underscores, so a
     file may use the command line's spelling (``batch-size: 128``).
+
+    The file is data only: YAML is read with ``yaml.safe_load`` (a tag such as
+    ``!!python/object`` is refused, nothing is imported or called), and whatever the
+    file holds, the only errors are ``FileNotFoundError`` (no such file) and
+    ``ValueError`` naming the file and the problem: not a regular file, not UTF-8,
+    bad syntax, not a mapping, larger than :data:`MAX_CONFIG_BYTES`, nested deeper than
+    :data:`MAX_CONFIG_DEPTH`, more than :data:`MAX_CONFIG_VALUES` values (a YAML alias
+    bomb), integers of more digits than Python converts.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a pipe that would block the read
+        raise ValueError(f"config file {path} is not a regular file")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(
+                f"config file {path} is {path.stat().st_size} bytes, more than the {MAX_CONFIG_BYTES} a settings "
+                f"file may have"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"config file {path} is not UTF-8 text: {error}") from None
     suffix = path.suffix.lower()
     if suffix == ".toml":
         try:
@@ -359,13 +416,13 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
             raise ImportError(f"reading {path} needs Python 3.11 or newer (tomllib); use .yaml or .json") from None
         try:
             data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"config file {path} is not valid TOML: {error}") from None
+        except (tomllib.TOMLDecodeError, ValueError, RecursionError) as error:
+            raise ValueError(f"config file {path} is not valid TOML: {_first_line(error)}") from None
     elif suffix == ".json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"config file {path} is not valid JSON: {error}") from None
+        except (ValueError, RecursionError) as error:  # JSONDecodeError, or an integer of too many digits
+            raise ValueError(f"config file {path} is not valid JSON: {_first_line(error)}") from None
     elif suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -373,17 +430,24 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
             raise ImportError(f"reading {path} needs PyYAML: pip install spikeflow[cli]") from None
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+        except (yaml.YAMLError, ValueError, TypeError, ArithmeticError, RecursionError) as error:
+            raise ValueError(f"config file {path} is not valid YAML: {_first_line(error)}") from None
     else:
         raise ValueError(f"config file {path} must end in .yaml, .yml, .json or .toml")
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
+    _check_structure(path, data)
     if isinstance(data.get("train"), dict) and len(data) == 1:
         data = data["train"]
     return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+def _first_line(error: BaseException) -> str:
+    """An error message on one line, at most 300 characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def load_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:

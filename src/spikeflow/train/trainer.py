@@ -4,9 +4,12 @@ One epoch shuffles the training split with the run's own generator, encodes each
 mini-batch into ``[T, B, *features]`` (:mod:`spikeflow.encode`), runs the model,
 takes the loss of the readout (:mod:`spikeflow.loss`) and steps the optimizer; then
 the test split is evaluated, and ``last.pt`` (and ``best.pt`` when the test
-accuracy improved) are written atomically (:mod:`.checkpoint`). Given the seed the
-run is deterministic, and a resumed run continues exactly where the checkpoint
-stopped: N epochs in one go and N - k epochs after a resume give the same weights.
+accuracy improved) are written atomically (:mod:`.checkpoint`); the ``last.pt`` a
+write replaces is kept as ``last.prev.pt``, which a resume falls back on when
+``last.pt`` is corrupt. Given the seed the run is deterministic, and a resumed run
+continues exactly where the checkpoint stopped: N epochs in one go and N - k epochs
+after a resume give the same weights, however the first process ended (tests kill it
+with SIGKILL at many points, see ``_faults``).
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import torch
 
 from .. import encode as _encode
 from .. import loss as _loss
+from . import _faults
 from .checkpoint import (
     CheckpointError,
     capture_rng_state,
-    load_checkpoint,
+    load_latest,
+    previous_path,
     restore_rng_state,
     save_checkpoint,
 )
@@ -287,7 +292,22 @@ def _rate_penalty(config: TrainConfig, activity: LayerActivity) -> torch.Tensor:
     return total
 
 
-def _payload(config, model, optimizer, scheduler, epoch, best_accuracy, best_epoch, history, generator) -> dict:
+def _remove_temporaries(out_dir: Path) -> None:
+    """Delete the half-written temporary files of checkpoint writes a crash cut short
+    (``.last.pt.*.tmp`` and the like); only this run writes to ``out_dir``."""
+    for name in (LAST, BEST, previous_path(LAST).name):
+        for stale in out_dir.glob(f".{name}.*.tmp"):
+            try:
+                stale.unlink()
+            except OSError:  # pragma: no cover - already gone, or not ours to delete
+                pass
+
+
+def _payload(
+    config, model, optimizer, scheduler, epoch, best_accuracy, best_epoch, history, generator, partial=None
+) -> dict:
+    """A checkpoint after ``epoch`` completed epochs; ``partial``: the state of the next
+    epoch, part done (a ``checkpoint_every`` checkpoint), else None."""
     return {
         "epoch": epoch,
         "model": model.state_dict(),
@@ -298,6 +318,7 @@ def _payload(config, model, optimizer, scheduler, epoch, best_accuracy, best_epo
         "config": config.to_dict(),
         "rng": capture_rng_state(generator),
         "history": list(history),
+        "partial": partial,
     }
 
 
@@ -318,7 +339,9 @@ def train(config: TrainConfig | None = None, *, on_epoch: Optional[Callable[[dic
 
     Raises:
         FileNotFoundError: ``resume`` is set but there is no ``last.pt`` in ``out``.
-        CheckpointError: the checkpoint to resume from is corrupt or truncated.
+        CheckpointError: both ``last.pt`` and the previous ``last.prev.pt`` are corrupt
+            or truncated (a corrupt ``last.pt`` alone: a ``UserWarning``, and the run
+            resumes from ``last.prev.pt``).
         ValueError: an invalid setting, or a resume with different settings.
     """
     started = time.perf_counter()
@@ -347,14 +370,27 @@ def _train(
     out_dir = config.out_dir
     last_path, best_path = out_dir / LAST, out_dir / BEST
 
-    checkpoint = None
+    checkpoint, source = None, last_path
     if config.resume:
-        if not last_path.exists():
+        if not last_path.exists() and not previous_path(last_path).exists():
             raise FileNotFoundError(
                 f"nothing to resume: {last_path} does not exist; run without --resume to start training"
             )
-        checkpoint = load_checkpoint(last_path)
-        _check_resumable(checkpoint["config"], config, last_path)
+        # last.pt, or last.prev.pt with a warning when last.pt is corrupt
+        try:
+            checkpoint, source = load_latest(last_path)
+        except CheckpointError as error:
+            if not previous_path(last_path).exists():  # the message already says what to do
+                raise
+            raise CheckpointError(f"{error}; delete both, or start the run afresh without resume") from error
+        _check_resumable(checkpoint["config"], config, source)
+    if ctx.is_main:
+        _remove_temporaries(out_dir)
+        if checkpoint is None:  # a new run: an older run's last.prev.pt is no fallback for it
+            previous_path(last_path).unlink(missing_ok=True)
+    # The last.pt a write replaces is kept as last.prev.pt, except a corrupt last.pt that
+    # the run fell back from (last.prev.pt stays the good one) and an older run's.
+    keep_previous = checkpoint is not None and source == last_path
 
     seed_everything(config.seed)
     x_train, y_train, x_test, y_test = preset.load_data(config)
@@ -366,6 +402,11 @@ def _train(
     generator = torch.Generator().manual_seed(config.seed)  # shuffling, encoding, augmentation (CPU)
     n_train = len(x_train)
     n_batches = math.ceil((n_train // ctx.world_size) / config.batch_size)
+    if config.checkpoint_every and ctx.world_size > 1:
+        raise ValueError(
+            f"checkpoint_every={config.checkpoint_every} (mid-epoch checkpoints) is not supported under torchrun "
+            f"({ctx.world_size} processes): use checkpoint_every=0"
+        )
     optimizer = make_optimizer(config, model.parameters())
     scheduler = make_scheduler(config, optimizer, n_batches)
     per_batch_schedule = config.scheduler == "onecycle"
@@ -383,11 +424,12 @@ def _train(
                 scheduler.load_state_dict(checkpoint["scheduler"])
             restore_rng_state(checkpoint["rng"], generator)
         except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
-            raise CheckpointError(f"checkpoint {last_path} does not fit this model: {error}") from error
+            raise CheckpointError(f"checkpoint {source} does not fit this model: {error}") from error
         start_epoch = int(checkpoint["epoch"])
         best_accuracy = float(checkpoint["best_accuracy"])
         best_epoch = int(checkpoint.get("best_epoch", 0))
         history = list(checkpoint.get("history", []))
+    partial = None if checkpoint is None else checkpoint.get("partial")  # resume inside the next epoch
 
     augment = config.augment if preset.images else 0
     rates = LayerActivity(model, keep_outputs=config.rate_reg > 0)
@@ -402,11 +444,20 @@ def _train(
             epoch_started = time.perf_counter()
             model.train()
             rates.reset()
-            order = ctx.shard(torch.randperm(n_train, generator=generator))  # the same on every rank
-            total_loss, correct, seen = 0.0, 0, 0
+            if partial is None:
+                permutation = torch.randperm(n_train, generator=generator)
+                done, total_loss, correct, seen = 0, 0.0, 0, 0
+            else:  # a mid-epoch checkpoint: this epoch's order, and its first `done` batches' sums
+                permutation, done = partial["order"], int(partial["batches"])
+                total_loss, correct, seen = float(partial["total_loss"]), int(partial["correct"]), int(partial["seen"])
+                rates.update(partial["counts"], partial["entries"], partial["step_counts"])
+                partial = None
+            order = ctx.shard(permutation)  # the same on every rank
             bar = _progress(n_batches, f"epoch {epoch}/{config.epochs}", config.quiet or not ctx.is_main)
+            bar.update(done)
             try:
-                for start in range(0, len(order), config.batch_size):
+                for batch, start in enumerate(range(done * config.batch_size, len(order), config.batch_size), done + 1):
+                    _faults.point("mid-epoch", epoch)  # crash tests only (SPIKEFLOW_FAULT)
                     index = order[start : start + config.batch_size]
                     xb = translate(x_train[index], augment, generator) if augment else x_train[index]
                     xb = _encode_batch(config, xb, generator).to(device)  # [T, B, ...]
@@ -432,6 +483,19 @@ def _train(
                         loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}", rate=f"{rates.rate:.3f}",
                         refresh=False,
                     )
+                    if (
+                        config.checkpoint_every and batch % config.checkpoint_every == 0
+                        and start + config.batch_size < len(order) and ctx.is_main
+                    ):  # not after the last batch: the epoch's own checkpoint follows
+                        partial_state = {
+                            "order": permutation, "batches": batch, "total_loss": total_loss, "correct": correct,
+                            "seen": seen, "counts": rates.counts(), "entries": rates.entries(),
+                            "step_counts": rates.step_counts(),
+                        }
+                        payload = _payload(config, model, optimizer, scheduler, epoch - 1, best_accuracy,
+                                           best_epoch, history, generator, partial_state)
+                        save_checkpoint(last_path, payload, keep_previous=keep_previous)
+                        keep_previous = True
                 if scheduler is not None and not per_batch_schedule:
                     scheduler.step()
                 total_loss, correct, seen = ctx.all_reduce_sum([total_loss, correct, seen])  # over all ranks
@@ -477,9 +541,12 @@ def _train(
                 config, model, optimizer, scheduler, epoch, best_accuracy, best_epoch, history, generator
             )
             if ctx.is_main:
+                # best.pt first: a crash between the two resumes from the older last.pt,
+                # whose best_accuracy/best_epoch predate this epoch, and redoes the epoch
                 if improved:
                     save_checkpoint(best_path, payload)
-                save_checkpoint(last_path, payload)
+                save_checkpoint(last_path, payload, keep_previous=keep_previous)
+                keep_previous = True
             ctx.barrier()
             if on_epoch is not None:
                 on_epoch(dict(record))
