@@ -41,6 +41,13 @@ def test_convert_with_no_model_trains_converts_and_reports(tmp_path):
     with torch.no_grad():
         accuracy = (ann(x_test[:60]).argmax(1) == y_test[:60]).float().mean().item()
     assert accuracy == pytest.approx(summary["ann_accuracy"])
+    # --resume of a finished run reuses the ANN, the calibration and the evaluation
+    again = run("convert", *FAST, "--timesteps", "4,16", "--out", str(out), "--json", str(summary_path), "--resume")
+    assert again.exit_code == 0, again.output
+    resumed = json.loads(summary_path.read_text())
+    assert resumed["resumed"] == {"ann_epochs_trained": [], "ann_reused": True, "calibration_reused": True,
+                                  "evaluations_reused": ["all"]}
+    assert resumed["snn_accuracy"] == summary["snn_accuracy"] and resumed["ann_accuracy"] == summary["ann_accuracy"]
 
 
 def test_convert_a_saved_model_with_windowed_ttfs(tmp_path):
@@ -64,3 +71,5 @@ def test_convert_bad_options_are_one_line_errors(tmp_path):
     assert result.exit_code == 1 and "does not exist" in result.output  # a missing file: the run failed
     with pytest.raises(ValueError, match="unknown coding"):
         ConvertConfig(coding="morse")
+    result = run("convert", "--resume", "--out", str(tmp_path / "empty"))
+    assert result.exit_code == 1 and "nothing to resume" in result.output and "run.json" in result.output

@@ -40,17 +40,54 @@ class _UsageProblem(click.UsageError):
     """An invalid configuration (exit status 2)."""
 
 
+class _OneLineUsageError(click.ClickException):
+    """A usage error shown as one line (click's own shows the usage and a hint
+    on two more lines); exit status 2."""
+
+    exit_code = 2
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return text or type(error).__name__
 
 
+def _one_line_usage(error: click.UsageError) -> _OneLineUsageError:
+    """``error`` as one line that points to the command's --help."""
+    message = " ".join(error.format_message().split()) or type(error).__name__
+    if error.ctx is not None:
+        message += f" (see '{error.ctx.command_path} --help')"
+    return _OneLineUsageError(message)
+
+
+def _debugging() -> bool:
+    """Whether ``spikeflow --debug`` (or ``SPIKEFLOW_DEBUG``) was given."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+
+
+def _usage_problem(error: Exception) -> Exception:
+    """A bad configuration (exit status 2): the error itself under ``--debug``
+    (for its traceback), else a one-line usage error."""
+    return error if _debugging() else _UsageProblem(_one_line(error))
+
+
 class _Group(click.Group):
-    """A group that turns exceptions into one-line errors unless ``--debug`` is set."""
+    """A group that turns exceptions into one-line errors unless ``--debug`` is set,
+    and click's usage errors (bad option values, missing files, unknown names) into
+    one line on stderr with exit status 2."""
+
+    def make_context(self, info_name: Optional[str], args: list, parent: Optional[click.Context] = None, **extra: Any):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:  # an unknown option of spikeflow itself
+            raise _one_line_usage(error) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as error:
+            raise _one_line_usage(error) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as error:
@@ -180,6 +217,11 @@ def _help(text: str, name: str) -> str:
     help=_help("Torch threads during the run (0: torch's default).", "threads"),
 )
 @click.option("--resume", is_flag=True, default=None, help="Continue from OUT/last.pt.")
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    help=_help("Also write OUT/last.pt every N training batches (0: once per epoch).", "checkpoint_every"),
+)
 @click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar.")
 @click.option(
     "--hardware", type=click.Path(dir_okay=False, exists=True),
@@ -202,7 +244,7 @@ def train_command(config_file: Optional[str], json_path: Optional[str], **option
     try:
         config = load_config(config_file, **changes) if config_file else _TrainConfig(**changes)
     except (ValueError, TypeError) as error:
-        raise _UsageProblem(_one_line(error)) from None
+        raise _usage_problem(error) from None
 
     summary = train(config)
 
@@ -276,6 +318,9 @@ def _timesteps(ctx: click.Context, param: click.Parameter, value: Optional[str])
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Torch threads (0: torch's default).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run in OUT (same settings): from its last ANN epoch, "
+                   "its calibration and its completed evaluations.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Write the ANN accuracy, SNN accuracy per T, spikes and synaptic operations as JSON.")
 def convert_command(json_path: Optional[str], dataset: Optional[str], **options: Any) -> None:
@@ -289,11 +334,19 @@ def convert_command(json_path: Optional[str], dataset: Optional[str], **options:
     from .convert.experiment import ConvertConfig, run_experiment
     from .train.checkpoint import atomic_write_bytes
 
+    if dataset == "digits" and options.get("data_dir"):
+        raise _UsageProblem(
+            f"--data-dir {options['data_dir']} is for --dataset mnist, got --dataset digits (the digits are built in): "
+            f"drop one of them"
+        )
+    ctx = click.get_current_context()
+    if options.get("coding") != "qcfs" and ctx.get_parameter_source("levels") is click.core.ParameterSource.COMMANDLINE:
+        raise _UsageProblem(f"--levels is for --coding qcfs, got --coding {options.get('coding')}")
     dataset = dataset or ("mnist" if options.get("data_dir") else "digits")
     try:
         config = ConvertConfig(dataset=dataset, **options)
     except (ValueError, TypeError) as error:
-        raise _UsageProblem(_one_line(error)) from None
+        raise _usage_problem(error) from None
     summary = run_experiment(config)
     accuracy = {int(t): a for t, a in summary["snn_accuracy"].items()}
     best = max(accuracy, key=lambda t: (accuracy[t], -t))
@@ -351,7 +404,7 @@ def crossbar_command(hardware: Optional[str], sweeps: dict, json_path: Optional[
     try:
         spec = load_hardware(hardware) if hardware else HardwareSpec(CrossbarConfig(levels=16, program_noise=0.05))
     except (ValueError, TypeError, OSError) as error:
-        raise _UsageProblem(_one_line(error)) from None
+        raise _usage_problem(error) from None
     sweeps = sweeps or {"program_noise": [0.0, 0.02, 0.05, 0.1, 0.2]}
     summary = crossbar_experiment(options.pop("preset"), spec, sweeps, **options)
     nets = summary["networks"]
@@ -400,6 +453,8 @@ def _plot_done(files: list, json_path: Optional[str]) -> None:
 
 def _plot_json(path: Any, what: str) -> dict:
     """The JSON object in ``path`` (a one-line error if there is none)."""
+    if path.is_dir():
+        raise FileNotFoundError(f"{what} {path} is a folder; expected a JSON file")
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
@@ -433,7 +488,7 @@ def _plot_checkpoint(source: str, needs: tuple[str, ...]) -> tuple[Any, dict]:
         if not path.is_file():
             raise FileNotFoundError(f"{source} is not a training run: it holds no {LAST}")
     elif not path.exists():
-        raise FileNotFoundError(f"{source} does not exist")
+        raise FileNotFoundError(f"{source} does not exist; expected a training run folder (with {LAST}) or a checkpoint file")
     payload = read_weights_only(path, what="training checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
@@ -670,7 +725,7 @@ def tune_command(space_file: str, json_path: Optional[str], **options: Any) -> N
     try:
         space = load_space(space_file)
     except (ValueError, TypeError) as error:
-        raise _UsageProblem(_one_line(error)) from None
+        raise _usage_problem(error) from None
     from pathlib import Path
 
     study_name = options.pop("study_name") or Path(space_file).stem

@@ -106,6 +106,7 @@ def convert(
     percentile: float = 99.99,
     per_channel: bool = True,
     max_samples: int = 2000,
+    calibration: Optional[Calibration] = None,
     **options: Any,
 ) -> SpikingNetwork:
     """Convert a trained ANN into a spiking network.
@@ -118,6 +119,10 @@ def convert(
         normalization, percentile, per_channel, max_samples: for :func:`calibrate`
             (per-channel scales by default: after BatchNorm folding the channels of one
             layer differ widely, and one scale per layer starves the quiet ones).
+        calibration: scales measured before (by :func:`calibrate` on the folded graph,
+            or read back with ``Calibration.from_payload``): used instead of measuring
+            them from ``data``, which is then not needed. A copy is used: the builder
+            cannot change the caller's scales.
         options: for the coding's builder (``initial_membrane``, ...).
 
     Raises:
@@ -143,6 +148,10 @@ def convert(
     graph = fold_batchnorm(graph)
     if coding in ("ttfs-clamped", "asn"):  # the activations fix their own range: no data needed
         calibration = None
+    elif calibration is not None:
+        if not isinstance(calibration, Calibration):
+            raise TypeError(f"calibration must be a Calibration, got {type(calibration).__name__}")
+        calibration = Calibration.from_payload(calibration.to_payload())
     else:
         calibration = calibrate(
             graph, data, method=normalization, percentile=percentile, per_channel=per_channel, max_samples=max_samples

@@ -15,8 +15,9 @@ conversion activation (QCFS, ASN transfer) carries its own scale.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 import torch
 
@@ -59,24 +60,98 @@ class Calibration:
     samples: int
     ranks: dict[str, int] = field(default_factory=dict)
 
+    def to_payload(self) -> dict[str, Any]:
+        """Tensors and plain values only (``torch.save`` / ``weights_only``-safe);
+        :meth:`from_payload` reads it back."""
+        return {
+            "scales": {name: scale.detach().cpu().clone() for name, scale in self.scales.items()},
+            "method": self.method.value,
+            "percentile": float(self.percentile),
+            "per_channel": bool(self.per_channel),
+            "samples": int(self.samples),
+            "ranks": {name: int(rank) for name, rank in self.ranks.items()},
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> "Calibration":
+        """The calibration :meth:`to_payload` described.
+
+        Raises:
+            ValueError: an entry is missing or of the wrong type (naming it).
+        """
+        if not isinstance(payload, dict):
+            raise ValueError(f"a calibration must be a dict, got {type(payload).__name__}")
+        missing = [key for key in ("scales", "method", "percentile", "per_channel", "samples") if key not in payload]
+        if missing:
+            raise ValueError(f"the calibration lacks {', '.join(missing)}")
+        scales, ranks = payload["scales"], payload.get("ranks", {})
+        if not isinstance(scales, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in scales.items()
+        ):
+            raise ValueError("the calibration's scales must be a dict of node name -> tensor")
+        if not isinstance(ranks, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in ranks.items()):
+            raise ValueError("the calibration's ranks must be a dict of node name -> int")
+        return cls(
+            scales=dict(scales),
+            method=Normalization.parse(payload["method"]),
+            percentile=float(payload["percentile"]),
+            per_channel=bool(payload["per_channel"]),
+            samples=int(payload["samples"]),
+            ranks=dict(ranks),
+        )
+
 
 def activation_nodes(graph: LayerGraph) -> list[str]:
     """Names of the nodes that become spiking neurons (ReLUs and conversion activations)."""
     return [n.name for n in graph.nodes if n.kind in (Kind.RELU, Kind.ACTIVATION)]
 
 
+def check_calibration_batch(x: torch.Tensor, seen: int = 0) -> None:
+    """One batch of calibration inputs: a real tensor ``[B, ...]`` of finite values.
+
+    Raises:
+        TypeError: complex values.
+        ValueError: no batch axis, or NaN / Inf values.
+    """
+    if x.dim() < 2:
+        raise ValueError(
+            f"calibration data must be a batch [N, *input] (at least 2 dims), got shape {tuple(x.shape)}; "
+            f"add the batch axis with x.unsqueeze(0)"
+        )
+    if x.is_complex():
+        raise TypeError(f"calibration data must be real (floating point or integer), got dtype {x.dtype}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0]) + seen
+        raise ValueError(
+            f"calibration data must be finite, got NaN or Inf in sample {bad} "
+            f"({int(torch.isnan(x).sum())} NaN, {int(torch.isinf(x).sum())} Inf in its batch)"
+        )
+
+
 def _batches(data: Union[torch.Tensor, Iterable], limit: int) -> Iterable[torch.Tensor]:
-    """Input batches ``[B, ...]`` from a tensor or an iterable of tensors / (x, y) pairs."""
+    """Input batches ``[B, ...]`` from a tensor or an iterable of tensors / (x, y) pairs
+    (empty batches skipped)."""
     if isinstance(data, torch.Tensor):
+        if data.dim() < 2:
+            check_calibration_batch(data)
         for start in range(0, min(len(data), limit), 256):
-            yield data[start : min(start + 256, limit)]
+            x = data[start : min(start + 256, limit)]
+            check_calibration_batch(x, start)
+            yield x
         return
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise TypeError(
+            f"calibration data must be a tensor [N, *input] or an iterable of batches, got {type(data).__name__}"
+        )
     seen = 0
     for batch in data:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"calibration data must yield tensors or (x, y) pairs, got {type(x).__name__}")
+        check_calibration_batch(x, seen)
         x = x[: limit - seen]
+        if len(x) == 0:
+            continue
         seen += len(x)
         yield x
         if seen >= limit:
@@ -90,6 +165,39 @@ def _keep(values: torch.Tensor, cap: int, generator: torch.Generator) -> torch.T
         return values
     idx = torch.randperm(n, generator=generator)[:cap]
     return values[..., idx]
+
+
+def check_calibration_options(percentile: Any, per_channel: Any, max_samples: Any) -> None:
+    """The options of :func:`calibrate` (also checked by :func:`~spikeflow.convert.convert`
+    before any work).
+
+    Raises:
+        ValueError: naming the option, what it must be and what came.
+    """
+    if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 0.0 < float(percentile) <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100] (a number), got {percentile!r}")
+    if isinstance(max_samples, bool) or not isinstance(max_samples, numbers.Integral) or max_samples < 1:
+        raise ValueError(f"max_samples must be an int >= 1, got {max_samples!r}")
+    if not isinstance(per_channel, bool):
+        raise ValueError(f"per_channel must be True or False, got {per_channel!r}")
+
+
+def check_builder_inputs(builder: str, graph: Any, calibration: Any, optional: bool = False) -> None:
+    """A coding builder's ``graph`` and ``calibration`` arguments.
+
+    Raises:
+        TypeError: not a :class:`LayerGraph`; not a :class:`Calibration` (or None
+            where ``optional``).
+    """
+    if not isinstance(graph, LayerGraph):
+        raise TypeError(f"{builder}: graph must be a LayerGraph (from spikeflow.convert.trace), got {type(graph).__name__}")
+    if calibration is None and optional:
+        return
+    if not isinstance(calibration, Calibration):
+        raise TypeError(
+            f"{builder}: calibration must be a Calibration (from spikeflow.convert.calibrate)"
+            f"{' or None' if optional else ''}, got {type(calibration).__name__}"
+        )
 
 
 @torch.no_grad()
@@ -108,7 +216,8 @@ def calibrate(
     Args:
         graph: the (folded) :class:`LayerGraph`.
         data: input samples ``[N, ...]`` or an iterable of batches (``x`` or ``(x,
-            y)``); needed unless every activation is clipped.
+            y)``); needed unless every activation is clipped. Integer inputs are
+            cast to float as they are; empty batches are skipped.
         method: ``"max"`` or ``"percentile"``.
         percentile: in (0, 100]; 100 equals ``"max"``.
         per_channel: one scale per channel (dimension 1) instead of per layer.
@@ -117,13 +226,17 @@ def calibrate(
 
     Raises:
         ConversionError: an activation was never positive on the data (its scale
-            would be 0), or data is missing where it is needed.
+            would be 0), the data is empty, or data is missing where it is needed.
+        TypeError: ``graph`` is not a LayerGraph, or the data holds no tensors.
+        ValueError: an unknown ``method``; ``percentile``, ``max_samples`` or
+            ``per_channel`` out of range; data without a batch axis, with NaN or
+            Inf, or of a shape the model does not take; NaN or Inf in a weight.
     """
+    if not isinstance(graph, LayerGraph):
+        raise TypeError(f"graph must be a LayerGraph (from spikeflow.convert.trace), got {type(graph).__name__}")
     method = Normalization.parse(method)
-    if not 0.0 < float(percentile) <= 100.0:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
-    if max_samples < 1:
-        raise ValueError(f"max_samples must be >= 1, got {max_samples!r}")
+    check_calibration_options(percentile, per_channel, max_samples)
+    graph.check_finite()
     q = 1.0 if method is Normalization.MAX else float(percentile) / 100.0
     names = activation_nodes(graph)
     scales: dict[str, torch.Tensor] = {}
@@ -148,7 +261,7 @@ def calibrate(
         maxima: dict[str, torch.Tensor] = {}
         for x in _batches(data, max_samples):
             samples += len(x)
-            _, values = graph.run(x.float() if not x.is_floating_point() else x, record=True)
+            _, values = graph.run(x.float() if not x.is_floating_point() else x, record=True, what="calibration data")
             ranks = {name: v.dim() for name, v in values.items()}
             for name in measured:
                 a = values[name]
@@ -167,7 +280,7 @@ def calibrate(
                     merged = torch.cat(kept[name], dim=1)
                     kept[name] = [_keep(merged, cap, generator)]
         if samples == 0:
-            raise ConversionError("the calibration data is empty")
+            raise ConversionError("the calibration data is empty: got 0 samples, expected at least one [N >= 1, *input]")
         for name in measured:
             if method is Normalization.MAX or q >= 1.0:
                 scale = maxima[name]
