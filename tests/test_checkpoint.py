@@ -399,3 +399,14 @@ def test_other_write_errors_are_not_reworded(tmp_path):
 
     with pytest.raises(OSError, match="^\\[Errno 13\\] Permission denied$"):
         _atomic_write(tmp_path / "x.pt", denied)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    from spikeflow.train.checkpoint import _UMASK
+
+    fresh = atomic_write_bytes(tmp_path / "new.pt", b"x")
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~_UMASK  # not mkstemp's 0600
+    (tmp_path / "shared.pt").write_bytes(b"old")
+    os.chmod(tmp_path / "shared.pt", 0o640)
+    atomic_write_bytes(tmp_path / "shared.pt", b"new")
+    assert (tmp_path / "shared.pt").stat().st_mode & 0o777 == 0o640  # the replaced file's mode

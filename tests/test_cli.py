@@ -172,3 +172,16 @@ def test_console_script_end_to_end(tmp_path):
     assert failed.returncode == 1
     assert "Traceback" not in failed.stderr
     assert failed.stderr.strip().count("\n") == 0 and "nothing to resume" in failed.stderr
+
+
+def test_warnings_are_one_line(tmp_path):
+    out = tmp_path / "run"
+    common = ["--hidden", "16", "--steps", "4", "--quiet", "--out", str(out), "--threads", "1"]
+    assert run("train", "--epochs", "2", *common).exit_code == 0
+    last = out / "last.pt"
+    last.write_bytes(last.read_bytes()[:200])  # corrupt: resume falls back to last.prev.pt
+    result = CliRunner().invoke(main, ["train", "--epochs", "3", "--resume", *common])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warned) == 1 and "last.pt" in warned[0] and "last.prev.pt" in warned[0], result.stderr
+    assert "UserWarning" not in result.stderr and "warnings.warn" not in result.stderr

@@ -359,3 +359,31 @@ def test_defaults_reach_95_percent(tmp_path):
     summary = train(TrainConfig(out=str(tmp_path / "run"), quiet=True))
     assert summary["epochs"] == TrainConfig().epochs
     assert summary["test_accuracy"] >= 0.95, summary["test_accuracy"]
+
+
+def test_a_diverged_loss_stops_before_the_weights_change(tmp_path, monkeypatch):
+    from spikeflow.numerics import NonFiniteError
+    from spikeflow.train import trainer
+
+    real, seen = trainer._loss_of, {"epochs": 0, "batches": 0}
+
+    def nan_at_epoch_two_batch_two(config, output, target):
+        loss = real(config, output, target)
+        if seen["epochs"] == 1:
+            seen["batches"] += 1
+            if seen["batches"] == 2:
+                return loss * float("nan")
+        return loss
+
+    def on_epoch(record):
+        seen["epochs"] += 1
+        weights.update({k: v.clone() for k, v in load_checkpoint(tmp_path / "run" / "last.pt")["model"].items()})
+
+    weights: dict = {}
+    monkeypatch.setattr(trainer, "_loss_of", nan_at_epoch_two_batch_two)
+    with pytest.raises(NonFiniteError, match=r"training diverged at epoch 2, batch 2: the loss is nan .* "
+                                             r"the last checkpoint .*last.pt is intact"):
+        train(small(tmp_path, epochs=2), on_epoch=on_epoch)
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert saved["epoch"] == 1
+    assert all(torch.equal(saved["model"][k], v) for k, v in weights.items())

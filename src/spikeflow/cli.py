@@ -12,9 +12,11 @@ instead. Needs the ``cli`` extra: ``pip install spikeflow[cli]``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from typing import Any, Optional
+import warnings
+from typing import Any, Iterator, Optional
 
 try:
     import click
@@ -93,9 +95,10 @@ class _Group(click.Group):
         except Exception as error:
             if ctx.params.get("debug"):
                 raise
+            from .numerics import NonFiniteError
             from .train import CheckpointError
 
-            if isinstance(error, (CheckpointError,) + _EXPECTED):
+            if isinstance(error, (CheckpointError, NonFiniteError) + _EXPECTED):
                 raise click.ClickException(_one_line(error)) from None
             raise click.ClickException(
                 f"{type(error).__name__}: {_one_line(error)} (run `spikeflow --debug ...` for the traceback)"
@@ -113,6 +116,25 @@ def main(debug: bool) -> None:
     Run `spikeflow train` to train the default preset (a spiking MLP on the 8x8
     digits that ship with scikit-learn) with a progress bar and checkpoints.
     """
+    if not debug:
+        click.get_current_context().with_resource(_one_line_warnings())
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show each warning as one line, ``Warning: <message>`` on stderr (Python's own
+    format adds the file, line and source line, which mean nothing to a user);
+    ``--debug`` keeps Python's format."""
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        click.echo(f"Warning: {_one_line(message)}", err=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 _DEFAULTS = _TrainConfig()

@@ -1,9 +1,9 @@
 """Fault injection for the crash tests: a process that kills itself at a named point.
 
-TEST-ONLY. Set ``SPIKEFLOW_FAULT=EVENT[:KEY]:N`` in the environment of a training or
-tuning process and it sends itself ``SIGKILL`` (no clean-up, no ``finally``, like a
-power cut or the OOM killer) the N-th time it reaches ``EVENT`` (with ``KEY``, when
-one is given). Unset, every hook is one comparison with ``None``.
+TEST-ONLY. Set ``SPIKEFLOW_FAULT=EVENT[:KEY]:N`` in the environment of a training,
+conversion or tuning process and it sends itself ``SIGKILL`` (no clean-up, no
+``finally``, like a power cut or the OOM killer) the N-th time it reaches ``EVENT``
+(with ``KEY``, when one is given). Unset, every hook is one comparison with ``None``.
 
 Events (``KEY`` in brackets). The checkpoint events fire for every file written
 through :func:`spikeflow.train.checkpoint.save_weights_only` (training checkpoints,
@@ -20,6 +20,9 @@ and the conversion's files), keyed by the file's name:
 ``mid-epoch`` (epoch)
     a training batch is about to start (``mid-epoch:2:5``: before the fifth batch of
     epoch 2).
+``mid-evaluation`` (window, or ``all``)
+    a conversion's ANN-vs-SNN evaluation has started (``spikeflow convert``; one
+    evaluation per window for the windowed TTFS codings).
 ``mid-trial`` (trial number)
     a tuning trial reported an epoch (``mid-trial:1:2``: trial 1, after its second
     epoch's report).

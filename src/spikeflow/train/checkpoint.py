@@ -98,11 +98,30 @@ def _no_space(error: OSError) -> bool:
     return error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def _file_mode(path: Path) -> int:
+    """The permissions of the file being replaced, else those ``open()`` would give a new
+    file (0666 less the umask)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], keep_previous: bool = False) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; a checkpoint is an ordinary file
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

@@ -27,6 +27,7 @@ import torch
 
 from .. import encode as _encode
 from .. import loss as _loss
+from ..numerics import NonFiniteError
 from . import _faults
 from .checkpoint import (
     CheckpointError,
@@ -303,16 +304,34 @@ def _remove_temporaries(out_dir: Path) -> None:
                 pass
 
 
+def _stop_if_diverged(loss: float, epoch: int, batch: int, ctx: DistributedContext, last_path: Path) -> None:
+    """Stop before a NaN or Inf loss reaches the weights (and, through them, the next
+    checkpoint). Under torchrun every rank learns of it, so none waits forever."""
+    bad = not math.isfinite(loss)
+    if ctx.world_size > 1:
+        bad = ctx.all_reduce_sum([float(bad)])[0] > 0
+    if bad:
+        kept = f"the last checkpoint {last_path} is intact" if last_path.exists() else "no checkpoint was written yet"
+        raise NonFiniteError(
+            f"training diverged at epoch {epoch}, batch {batch}: the loss is {loss} (on this or another rank); "
+            f"the weights were not updated and {kept}. Start again with a lower --lr, --grad-clip, "
+            f"or without --amp"
+        )
+
+
 def _payload(
-    config, model, optimizer, scheduler, epoch, best_accuracy, best_epoch, history, generator, partial=None
+    config, model, optimizer, scheduler, epoch, best_accuracy, best_epoch, history, generator, partial=None,
+    scaler=None,
 ) -> dict:
     """A checkpoint after ``epoch`` completed epochs; ``partial``: the state of the next
-    epoch, part done (a ``checkpoint_every`` checkpoint), else None."""
+    epoch, part done (a ``checkpoint_every`` checkpoint), else None; ``scaler``: the
+    mixed-precision loss scaler, kept when it is in use (CUDA float16)."""
     return {
         "epoch": epoch,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "best_accuracy": float(best_accuracy),
         "best_epoch": int(best_epoch),
         "config": config.to_dict(),
@@ -422,6 +441,8 @@ def _train(
             optimizer.load_state_dict(checkpoint["optimizer"])
             if scheduler is not None:
                 scheduler.load_state_dict(checkpoint["scheduler"])
+            if checkpoint.get("scaler") is not None and scaler.is_enabled():
+                scaler.load_state_dict(checkpoint["scaler"])
             restore_rng_state(checkpoint["rng"], generator)
         except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
             raise CheckpointError(f"checkpoint {source} does not fit this model: {error}") from error
@@ -465,6 +486,8 @@ def _train(
                     with _autocast(config, device):
                         output, _ = network(xb)  # [T, B, C]
                     batch_loss = _loss_of(config, output, yb)
+                    loss_value = batch_loss.item()
+                    _stop_if_diverged(loss_value, epoch, batch, ctx, last_path)
                     objective = batch_loss + config.rate_reg * _rate_penalty(config, rates) if config.rate_reg else batch_loss
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(objective).backward()
@@ -475,7 +498,7 @@ def _train(
                     scaler.update()
                     if per_batch_schedule:
                         scheduler.step()
-                    total_loss += batch_loss.item() * len(index)
+                    total_loss += loss_value * len(index)
                     correct += int((_logits(config, output.detach()).argmax(dim=1) == yb).sum())
                     seen += len(index)
                     bar.update(1)
@@ -493,7 +516,7 @@ def _train(
                             "step_counts": rates.step_counts(),
                         }
                         payload = _payload(config, model, optimizer, scheduler, epoch - 1, best_accuracy,
-                                           best_epoch, history, generator, partial_state)
+                                           best_epoch, history, generator, partial_state, scaler)
                         save_checkpoint(last_path, payload, keep_previous=keep_previous)
                         keep_previous = True
                 if scheduler is not None and not per_batch_schedule:
@@ -538,7 +561,8 @@ def _train(
             if improved:
                 best_accuracy, best_epoch = result["accuracy"], epoch
             payload = _payload(
-                config, model, optimizer, scheduler, epoch, best_accuracy, best_epoch, history, generator
+                config, model, optimizer, scheduler, epoch, best_accuracy, best_epoch, history, generator,
+                scaler=scaler,
             )
             if ctx.is_main:
                 # best.pt first: a crash between the two resumes from the older last.pt,
