@@ -235,3 +235,8 @@ def test_one_line_even_for_a_multi_line_message(files):
     (files / "bad.yaml").write_text("epochs: [1, 2\nlr: 3\n")
     line = _one_line_error(run("train", "--config", str(files / "bad.yaml")), 2)
     assert re.search(r"config file .*bad.yaml is not valid YAML: .*line 1, column 9: epochs: \[1, 2 \^ expected", line), line
+
+
+def test_an_encoding_for_an_ann_twin_is_refused(files):
+    line = _one_line_error(run("train", "--ann", "--encoding", "latency", "--out", str(files / "t")), 2)
+    assert "encoding 'latency' is for spiking runs: an ANN twin (ann=True) takes the static input" in line

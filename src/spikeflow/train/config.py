@@ -236,6 +236,11 @@ class TrainConfig:
         from .presets import get_preset  # the presets import this module
 
         preset = get_preset(self.preset)
+        if self.ann and self.encoding not in (None, "direct"):
+            raise ValueError(
+                f"encoding {self.encoding!r} is for spiking runs: an ANN twin (ann=True) takes the static input "
+                f"in one step; leave encoding unset or 'direct'"
+            )
         chosen = {**DEFAULTS, **preset.defaults}
         for name in DEFAULTS:
             if getattr(self, name) is None:
