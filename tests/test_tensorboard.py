@@ -380,3 +380,21 @@ def test_conversion_of_an_onnx_model_logs_its_weights(tmp_path):
     assert ann_tags == ["weights/ann/fc1.bias", "weights/ann/fc1.weight", "weights/ann/fc2.bias", "weights/ann/fc2.weight"]
     for tag, weight in (("fc1.weight", w1), ("fc1.bias", b1), ("fc2.weight", w2), ("fc2.bias", b2)):
         _check_weight_histogram(acc, f"weights/ann/{tag}", weight, [0])
+
+
+def test_a_resumed_run_hides_the_epochs_the_stopped_run_logged_after_its_checkpoint(tmp_path):
+    import json
+    import shutil
+
+    out = tmp_path / "run"
+    common = ["--preset", "digits-mlp", "--hidden", "16", "-T", "4", "--threads", "1", "-q", "--tensorboard",
+              "--out", str(out)]
+    _cli("train", "--epochs", "3", *common)
+    # as if the process died after logging epoch 3 but before its last.pt landed:
+    # last.pt is epoch 2's checkpoint again, the events of epoch 3 are already written
+    shutil.copyfile(out / "last.prev.pt", out / "last.pt")
+    _cli("train", "--epochs", "3", "--resume", "--json", str(tmp_path / "s.json"), *common)
+    history = json.loads((tmp_path / "s.json").read_text())["history"]
+    acc = _read(out / "tensorboard")
+    assert _scalars(acc, "accuracy/snn") == [(r["epoch"], _f32(r["test_accuracy"])) for r in history]
+    assert [e.step for e in acc.Histograms("spike_counts/1")] == [1, 2, 3]

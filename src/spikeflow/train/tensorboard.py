@@ -87,10 +87,13 @@ class TensorBoardLogger:
     Usable as a context manager, which closes the writer on exit.
     """
 
-    def __init__(self, log_dir: str | os.PathLike, *, flush_secs: int = 30) -> None:
+    def __init__(self, log_dir: str | os.PathLike, *, flush_secs: int = 30, purge_step: Optional[int] = None) -> None:
+        """``purge_step``: for a resumed run, the first step it logs again; TensorBoard
+        hides the events an interrupted process wrote from that step on, so a redone
+        epoch is not shown twice."""
         SummaryWriter = _summary_writer()
         self.log_dir = os.fspath(log_dir)
-        self._writer = SummaryWriter(log_dir=self.log_dir, flush_secs=flush_secs)
+        self._writer = SummaryWriter(log_dir=self.log_dir, flush_secs=flush_secs, purge_step=purge_step)
         self._closed = False
 
     @property

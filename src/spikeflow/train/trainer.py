@@ -455,7 +455,9 @@ def _train(
     augment = config.augment if preset.images else 0
     rates = LayerActivity(model, keep_outputs=config.rate_reg > 0)
     network = ctx.wrap(model)  # DistributedDataParallel under torchrun, else the model itself
-    board = TensorBoardLogger(out_dir / "tensorboard") if config.tensorboard and ctx.is_main else None
+    board = None
+    if config.tensorboard and ctx.is_main:  # a resumed run hides what the stopped one logged after its checkpoint
+        board = TensorBoardLogger(out_dir / "tensorboard", purge_step=start_epoch + 1 if checkpoint is not None else None)
     if board is not None:
         board.log_config(config.to_dict())
     record = history[-1] if history else None  # the metrics of the last epoch
