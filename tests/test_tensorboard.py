@@ -385,6 +385,7 @@ def test_conversion_of_an_onnx_model_logs_its_weights(tmp_path):
 def test_a_resumed_run_hides_the_epochs_the_stopped_run_logged_after_its_checkpoint(tmp_path):
     import json
     import shutil
+    import time
 
     out = tmp_path / "run"
     common = ["--preset", "digits-mlp", "--hidden", "16", "-T", "4", "--threads", "1", "-q", "--tensorboard",
@@ -393,6 +394,10 @@ def test_a_resumed_run_hides_the_epochs_the_stopped_run_logged_after_its_checkpo
     # as if the process died after logging epoch 3 but before its last.pt landed:
     # last.pt is epoch 2's checkpoint again, the events of epoch 3 are already written
     shutil.copyfile(out / "last.prev.pt", out / "last.pt")
+    # TensorBoard reads event files in name order: time (in seconds), host, pid, a per-process
+    # counter. Two runs in one process within a second could sort by that counter as text
+    # ("10" < "9"); a real resume is a new process, seconds later.
+    time.sleep(1.1)
     _cli("train", "--epochs", "3", "--resume", "--json", str(tmp_path / "s.json"), *common)
     history = json.loads((tmp_path / "s.json").read_text())["history"]
     acc = _read(out / "tensorboard")
