@@ -532,3 +532,25 @@ def test_setting_a_mode_validates_it():
     with pytest.raises(ValueError, match="unknown reset 'soft'"):
         m.reset = "soft"
     assert m.reset is Reset.SUBTRACT  # a rejected value changes nothing
+
+
+def test_torch_compile_traces_a_model_without_graph_breaks():
+    """fullgraph=True fails on any graph break: parameter checks, the parameter cache and
+    the non-finite state check stand aside while dynamo traces (reference backend; the
+    fused CPU kernel is an opaque library call)."""
+    torch.manual_seed(0)
+    net = snn.Sequential(
+        torch.nn.Linear(8, 16), snn.LIF(backend="reference", learn_beta=True, shape=16),
+        torch.nn.Linear(16, 4), snn.LI(backend="reference"),
+    )
+    x = torch.rand(6, 3, 8)
+    expected, _ = net(x)
+    expected.sum().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    compiled = torch.compile(net, fullgraph=True, backend="eager")
+    out, _ = compiled(x)
+    out.sum().backward()
+    assert torch.equal(out, expected)
+    for p, g in zip(net.parameters(), grads):
+        torch.testing.assert_close(p.grad, g)

@@ -127,6 +127,8 @@ class Neuron(torch.nn.Module):
         same version (an in-place change, a ``load_state_dict`` or a new learnable
         value builds and validates it again)."""
         current = {name: read_value(self, name, kind) for name, kind in self._VALUES.items()}
+        if torch.compiler.is_compiling():  # traced once; version counters are not traceable
+            return dataclasses.replace(self._config, **current)
         versions = tuple((id(t), t._version) for t in current.values())
         cached = self.__dict__.get("_params_cache")
         if cached is not None and cached[0] is self._config and cached[1] == versions:
