@@ -349,15 +349,176 @@ def write(path: str | os.PathLike, graph) -> Path:
     return Path(path)
 
 
+#: The most HDF5 groups and datasets a NIR file may hold, and how deep they may nest.
+MAX_NIR_OBJECTS = 50_000
+MAX_NIR_DEPTH = 64
+
+#: The most nodes and edges :func:`from_nir` imports (its graph walks are quadratic).
+MAX_NIR_NODES = 4096
+
+#: How far a dataset may expand beyond the bytes the file stores for it (deflate
+#: expands at most about 1032:1), plus a fixed allowance for small unwritten datasets.
+_EXPANSION = 1100
+_SLACK = 1 << 24
+
+
+def _check_hdf5(path: Path) -> None:
+    """NIRError unless the HDF5 file at ``path`` is self-contained and bounded: no
+    external or soft links, no external or virtual dataset storage (they would read
+    other files, ``/dev/zero`` or a pipe included), a tree (no object linked twice: hard
+    links to one group can make a small file expand to millions of reads, or a cycle)
+    of at most :data:`MAX_NIR_OBJECTS` objects nested at most :data:`MAX_NIR_DEPTH`
+    deep, and datasets that do not declare more data than the file can hold (a chunked
+    dataset can declare terabytes that it never stores)."""
+    import h5py
+
+    budget = _EXPANSION * path.stat().st_size + _SLACK
+    declared = 0
+    count = 0
+    seen: dict[Any, str] = {}
+    with h5py.File(path, "r") as handle:
+        stack = [(handle, "", 0)]
+        while stack:
+            group, prefix, depth = stack.pop()
+            if depth > MAX_NIR_DEPTH:
+                raise NIRError(f"{path}: its groups nest more than {MAX_NIR_DEPTH} deep (at {prefix or '/'})")
+            for name in group:
+                full = f"{prefix}/{name}"
+                count += 1
+                if count > MAX_NIR_OBJECTS:
+                    raise NIRError(f"{path}: it holds more than {MAX_NIR_OBJECTS} HDF5 objects")
+                link = group.get(name, getlink=True)
+                if not isinstance(link, h5py.HardLink):
+                    raise NIRError(f"{path}: {full} is a {type(link).__name__}; a NIR file holds its data itself")
+                item = group[name]
+                if item.id in seen:
+                    raise NIRError(f"{path}: {full} is the same HDF5 object as {seen[item.id]}; a NIR file is a tree")
+                seen[item.id] = full
+                if isinstance(item, h5py.Group):
+                    stack.append((item, full, depth + 1))
+                    continue
+                if not isinstance(item, h5py.Dataset):
+                    raise NIRError(f"{path}: {full} is a {type(item).__name__}, not a group or dataset")
+                if item.external or item.is_virtual:
+                    raise NIRError(f"{path}: dataset {full} keeps its data in other files")
+                size = item.size * item.dtype.itemsize if item.shape is not None else 0
+                stored = item.id.get_storage_size()
+                declared += size
+                if size > _EXPANSION * stored + _SLACK or declared > budget:
+                    raise NIRError(
+                        f"{path}: dataset {full} declares shape {list(item.shape)} ({size} bytes) but the file "
+                        f"stores {stored} bytes for it; refusing to read it"
+                    )
+
+
 def read(path: str | os.PathLike):
-    """Read a ``.nir`` file (no code runs: HDF5 datasets only)."""
+    """Read a ``.nir`` file.
+
+    No code runs (HDF5 datasets only, read with ``h5py``), and the file is checked
+    before it is read (:func:`_check_hdf5`): no links or storage outside the file,
+    a bounded number of objects, no dataset declaring more data than the file holds;
+    the check and a first full read run in a child process (:func:`_probe_hdf5`), so
+    that a corrupt file that makes the HDF5 library hang or crash is refused.
+
+    Raises:
+        FileNotFoundError: no such file.
+        NIRError: (a ``ValueError``) anything else wrong with the file; the message
+            starts with the path.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"NIR file {path} does not exist")
     try:
+        _probe_hdf5(path)
         return _nir().read(str(path))
+    except NIRError:
+        raise
     except Exception as exc:  # h5py raises OSError, KeyError, ValueError, ... on bad files
-        raise NIRError(f"{path} is not a readable NIR file: {type(exc).__name__}: {exc}") from None
+        raise NIRError(f"{path} is not a readable NIR file: {type(exc).__name__}: {_short(exc)}") from None
+
+
+#: How long the HDF5 library may take to read a NIR file in the probe (seconds, plus
+#: one per 10 MB of file) before the file is refused as corrupt.
+PROBE_SECONDS = 10.0
+
+
+def _read_everything(path: Path) -> None:
+    """:func:`_check_hdf5`, then read every dataset the way ``nir.read`` does."""
+    import h5py
+
+    _check_hdf5(path)
+    with h5py.File(path, "r") as handle:
+        stack = [handle]
+        while stack:
+            group = stack.pop()
+            for name in group:
+                item = group[name]
+                if isinstance(item, h5py.Group):
+                    stack.append(item)
+                else:
+                    item[()]
+
+
+def _probe_hdf5(path: Path) -> None:
+    """Check and read the whole file in a forked child process first: the HDF5 C
+    library can loop forever or crash on a corrupt file (a damaged global-heap entry
+    of a string makes it spin), which no Python ``try`` stops. The child's verdict
+    comes back through a pipe; a child that does not finish within
+    :data:`PROBE_SECONDS` is killed and the file refused. Where ``os.fork`` is missing
+    (Windows) the checks run in this process."""
+    if not hasattr(os, "fork"):  # pragma: no cover - Windows
+        _read_everything(path)
+        return
+    import signal
+    import time
+
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave without running any cleanup of the parent's state
+        status = 0
+        try:
+            os.close(reader)
+            try:
+                _read_everything(path)
+                message = b""
+            except NIRError as exc:
+                status, message = 1, str(exc).encode("utf-8", "replace")
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                status, message = 2, f"{type(exc).__name__}: {_short(exc)}".encode("utf-8", "replace")
+            os.write(writer, message[:4000])
+        finally:
+            os._exit(status)
+    os.close(writer)
+    limit = PROBE_SECONDS + path.stat().st_size / 1e7
+    deadline = time.monotonic() + limit
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise NIRError(f"{path}: the HDF5 library did not finish reading it in {limit:.0f} s; the file is corrupt")
+            time.sleep(0.002)
+        with os.fdopen(reader, "rb") as pipe:
+            reader = None
+            message = pipe.read().decode("utf-8", "replace")
+    finally:
+        if reader is not None:
+            os.close(reader)
+    if os.WIFSIGNALED(status):
+        raise NIRError(f"{path}: the HDF5 library crashed reading it (signal {os.WTERMSIG(status)}); the file is corrupt")
+    code = os.WEXITSTATUS(status)
+    if code == 1:
+        raise NIRError(message)
+    if code != 0:
+        raise NIRError(f"{path} is not a readable NIR file: {message}")
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- import ---------------------------------------------------------------------------
@@ -420,9 +581,34 @@ def _gain_layer(gain: np.ndarray) -> Optional[torch.nn.Module]:
     return Scale(torch.as_tensor(value, dtype=torch.float32))
 
 
+_NEURON_FIELDS = ("tau", "tau_syn", "tau_mem", "r", "w_in", "v_threshold", "v_leak", "v_reset")
+
+
+def _check_neuron_shapes(name: str, node) -> None:
+    """NIRError unless the neuron's parameters broadcast together without growing
+    (``[N, 1]`` against ``[1, N]`` would make ``N**2`` values out of ``2 N``)."""
+    arrays = [np.asarray(getattr(node, f)) for f in _NEURON_FIELDS if getattr(node, f, None) is not None]
+    if not arrays:
+        return
+    try:
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    except ValueError:
+        raise NIRError(
+            f"node {name} ({type(node).__name__}): its parameters have shapes that do not fit together: "
+            f"{[list(a.shape) for a in arrays]}"
+        ) from None
+    if int(np.prod(shape, dtype=object)) > max(a.size for a in arrays):
+        raise NIRError(
+            f"node {name} ({type(node).__name__}): its parameters of shapes {[list(a.shape) for a in arrays]} "
+            f"broadcast to {list(shape)}, larger than any of them; per-neuron values must have one shape"
+        )
+
+
 def _neuron_module(name: str, node, dt: float) -> tuple[Optional[np.ndarray], Optional[torch.nn.Module]]:
     """``(input gain, module)`` for a NIR neuron node, or ``(None, None)``."""
     nir = _nir()
+    if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF, nir.LI, nir.I)):
+        _check_neuron_shapes(name, node)
     if isinstance(node, nir.LIF):
         _check_zero(name, node, "v_leak")
         _check_zero(name, node, "v_reset")
@@ -460,6 +646,9 @@ def _conv_argument(value: Any) -> Any:
 
 def _stateless_module(name: str, node) -> Optional[torch.nn.Module]:
     nir = _nir()
+    weight = getattr(node, "weight", None)
+    if weight is not None and 0 in np.shape(weight):
+        raise NIRError(f"node {name} ({type(node).__name__}): an empty weight of shape {list(np.shape(weight))}")
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = torch.tensor(np.asarray(node.weight), dtype=torch.float32)
         if w.dim() != 2:
@@ -489,7 +678,13 @@ def _stateless_module(name: str, node) -> Optional[torch.nn.Module]:
         divisor = 1 if isinstance(node, nir.SumPool2d) else None
         return torch.nn.AvgPool2d(k, s, p, divisor_override=divisor)
     if isinstance(node, nir.Scale):
-        value, _ = _param(node.scale)
+        value, shape = _param(node.scale)
+        if len(shape) > 1:  # [C, H, W] (or [C, 1, 1]): spikeflow's Scale holds one factor per channel
+            per_channel = value.reshape(shape[0], -1)
+            if not torch.equal(per_channel, per_channel[:, :1].expand_as(per_channel)):
+                raise NIRError(f"node {name} (Scale): a scale of shape {list(shape)} that varies within a channel "
+                               f"has no spikeflow form")
+            value = per_channel[:, 0].clone()
         return Scale(torch.as_tensor(value, dtype=torch.float32))
     return None
 
@@ -514,6 +709,9 @@ def _node_modules(name: str, nodes: dict, recurrent: dict, dt: float) -> list[to
         if isinstance(w_node, nir.Affine) and not np.allclose(w_node.bias, 0.0):
             raise NIRError(f"node {recurrent[name]}: a recurrent bias has no spikeflow form")
         w = np.asarray(w_node.weight, dtype=np.float64)
+        if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] == 0:
+            raise NIRError(f"node {recurrent[name]}: a recurrent weight must be a non-empty square matrix, "
+                           f"got shape {list(w.shape)}")
         if scale is not None:  # the recurrent drive enters behind the Scale: give it the gain
             w = w * np.broadcast_to(np.asarray(gain, dtype=np.float64), (w.shape[0],))[:, None]
         neuron._add_recurrent(w.shape[0])
@@ -577,14 +775,33 @@ def from_nir(graph, *, dt: float = DEFAULT_DT) -> torch.nn.Module:
 
     Raises:
         NIRError: a node type or setting with no spikeflow form (named), or another
-            kind of cycle.
+            kind of cycle; for a path, also any problem with the file (see
+            :func:`read`), every message starting with the path.
+        FileNotFoundError: no file at the path.
     """
     nir = _nir()
     if isinstance(graph, (str, os.PathLike)):
-        graph = read(graph)
+        path = Path(graph)
+        graph = read(path)
+        try:
+            return _from_graph(graph, dt)
+        except NIRError as exc:
+            raise NIRError(f"{path}: {exc}") from None
+        except Exception as exc:  # a malformed node the checks did not anticipate is still a bad file
+            raise NIRError(f"{path}: the NIR graph cannot be imported: {type(exc).__name__}: {_short(exc)}") from None
     if not isinstance(graph, nir.NIRGraph):
         raise TypeError(f"from_nir takes a nir.NIRGraph or a path, got {type(graph).__name__}")
+    return _from_graph(graph, dt)
+
+
+def _from_graph(graph, dt: float) -> torch.nn.Module:
+    nir = _nir()
+    if not isinstance(graph, nir.NIRGraph):
+        raise NIRError(f"the file holds a {type(graph).__name__}, not a NIR graph")
     nodes, edges = _inline(graph)
+    if len(nodes) > MAX_NIR_NODES or len(edges) > MAX_NIR_NODES:
+        raise NIRError(f"the graph has {len(nodes)} nodes and {len(edges)} edges; at most {MAX_NIR_NODES} of each "
+                       f"can be imported")
     inputs = [n for n in graph.nodes if isinstance(graph.nodes[n], nir.Input)]
     outputs = [n for n in graph.nodes if isinstance(graph.nodes[n], nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:

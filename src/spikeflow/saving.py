@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import nn as snn
 from . import surrogate as _sg
@@ -68,6 +69,22 @@ FORMAT = "spikeflow.model/1"
 
 #: The largest header :func:`load` accepts (safetensors' own limit).
 MAX_HEADER_BYTES = 100_000_000
+
+#: The most layers (JSON objects) an architecture may describe: a hostile header of
+#: millions of tiny layers would otherwise cost gigabytes of Python objects.
+MAX_LAYERS = 100_000
+
+#: The most elements of parameters and buffers that an architecture may ask for beyond
+#: the tensors its file holds (buffers that are not saved, rebuilt from the settings).
+MAX_UNSAVED_ELEMENTS = 1 << 24
+
+#: Bytes per element of the safetensors dtypes.
+_SAFETENSORS_DTYPES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+}
 
 
 class ModelFileError(CheckpointError):
@@ -557,7 +574,7 @@ def _read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
         raise ModelFileError(f"{path} cannot be read: {exc}") from exc
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ModelFileError(f"{path} is corrupt: its safetensors header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise ModelFileError(f"{path} is corrupt: its safetensors header is not a JSON object")
@@ -567,12 +584,28 @@ def _read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
     data = size - 8 - length
     for key, entry in header.items():
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
-                and isinstance(entry.get("shape"), list)):
-            raise ModelFileError(f"{path} is corrupt: tensor {key!r} has an invalid header entry")
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_size(o) for o in offsets)
+                and isinstance(shape, list) and all(_is_size(d) for d in shape) and offsets[0] <= offsets[1]):
+            raise ModelFileError(
+                f"{path} is corrupt: tensor {key!r} has an invalid header entry (expected non-negative integer "
+                f"data_offsets [begin, end] and shape, found {_short(entry)})"
+            )
+        dtype = entry.get("dtype")
+        if not isinstance(dtype, str) or dtype not in _SAFETENSORS_DTYPES:
+            raise ModelFileError(
+                f"{path} is corrupt: tensor {key!r} has an unknown dtype {_short(dtype)} "
+                f"(expected one of {', '.join(_SAFETENSORS_DTYPES)})"
+            )
         if offsets[1] > data:
             raise ModelFileError(
                 f"{path} is truncated: tensor {key!r} ends at byte {offsets[1]} of the data, which has {data}"
+            )
+        needed = _numel(shape) * _SAFETENSORS_DTYPES[dtype]
+        if offsets[1] - offsets[0] != needed:
+            raise ModelFileError(
+                f"{path} is corrupt: tensor {key!r} of shape {shape} and dtype {dtype} needs {needed} bytes, "
+                f"its header gives it {offsets[1] - offsets[0]}"
             )
     if metadata.get("format") != FORMAT:
         raise ModelFileError(
@@ -581,16 +614,159 @@ def _read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
     return header, metadata
 
 
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _numel(shape: Any) -> int:
+    count = 1
+    for size in shape:
+        count *= int(size)
+    return count
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _count_layers(spec: Any) -> int:
+    """How many JSON objects ``spec`` holds (an upper bound on its layers), without recursion."""
+    count, stack = 0, [spec]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            count += 1
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
 def _json(path: Path, metadata: dict, key: str, kind: type) -> Any:
     if key not in metadata:
         raise ModelFileError(f"{path} is corrupt: its metadata has no {key!r} entry")
     try:
         value = json.loads(metadata[key])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ModelFileError(f"{path} is corrupt: its {key} is not valid JSON ({exc})") from exc
     if not isinstance(value, kind):
         raise ModelFileError(f"{path} is corrupt: its {key} is not a JSON {kind.__name__}")
     return value
+
+
+class _TooLarge(Exception):
+    """Raised inside :class:`_AllocationBudget` when a build asks for too much."""
+
+    def __init__(self, shape: list, total: int, budget: int) -> None:
+        super().__init__(shape, total, budget)
+        self.shape, self.total, self.budget = shape, total, budget
+
+
+def _elements(value: Any) -> Optional[int]:
+    """The element count of a size argument (a list of ints), else None."""
+    if isinstance(value, (list, tuple, torch.Size)) and all(isinstance(v, int) for v in value):
+        return _numel(max(int(v), 0) for v in value)
+    return None
+
+
+class _AllocationBudget(TorchDispatchMode):
+    """A dispatch mode that refuses any torch operation that would allocate more than
+    ``budget`` elements at once, or factory calls (``empty``, ``full``, ``zeros``, ...)
+    whose sizes add up to more than ``budget``: it looks at the requested sizes before
+    the operation runs, so nothing large is ever allocated."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget, self.total = budget, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        schema = func._schema
+        if not schema.is_mutable and not getattr(func, "is_view", False):
+            requested, shape, factory = 0, [], False
+            values = list(args) + [kwargs.get(a.name) for a in schema.arguments[len(args):]]
+            for argument, value in zip(schema.arguments, values):
+                if isinstance(value, torch.Tensor):
+                    if value.numel() > requested:
+                        requested, shape = value.numel(), list(value.shape)
+                elif argument.name in ("size", "repeats") and _elements(value) is not None:
+                    count = _elements(value)
+                    if argument.name == "repeats" and args and isinstance(args[0], torch.Tensor):
+                        count *= args[0].numel()
+                    factory = factory or argument.name == "size"
+                    if count > requested:
+                        requested, shape = count, list(value)
+            if factory:
+                self.total += requested
+            if requested > self.budget or self.total > self.budget:
+                raise _TooLarge(shape, max(requested, self.total), self.budget)
+        return func(*args, **kwargs)
+
+
+def _innermost_layer(tb) -> str:
+    """The type of the innermost layer :func:`build_module` was building in a traceback."""
+    kind = "?"
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code is build_module.__code__ and isinstance(frame.f_locals.get("kind"), str):
+            kind = frame.f_locals["kind"]
+        tb = tb.tb_next
+    return kind
+
+
+def build_bounded(architecture: Any, shapes: dict[str, list], path: str) -> torch.nn.Module:
+    """:func:`build_module` for a description read from the file ``path`` whose
+    tensors have ``shapes`` (``{state_dict key: shape}``), without trusting the
+    description: while it builds, every torch allocation is compared, before it
+    happens, with the number of elements the file's tensors hold (plus
+    :data:`MAX_UNSAVED_ELEMENTS` for buffers that are not saved), so a description
+    that asks for layers larger than the file (``Linear(10**6, 10**6)`` in a file of a
+    few kilobytes) is refused without allocating them. The built module's
+    ``state_dict`` must then have exactly the keys and shapes of ``shapes``.
+
+    Raises:
+        ModelFileError: too many layers, a description that cannot be built, one that
+            asks for more memory than the file's tensors, or one whose tensors are not
+            those in the file; the message names the file, the layer and the sizes.
+    """
+    layers = _count_layers(architecture)
+    if layers > MAX_LAYERS:
+        raise ModelFileError(f"{path}: its architecture describes {layers} objects, more than the {MAX_LAYERS} allowed")
+    held = sum(_numel(shape) for shape in shapes.values())
+    budget = 2 * held + MAX_UNSAVED_ELEMENTS
+    try:
+        with _AllocationBudget(budget):
+            model = build_module(architecture)
+    except _TooLarge as exc:
+        raise ModelFileError(
+            f"{path} does not fit its architecture: a {_innermost_layer(exc.__traceback__)} layer asks for a tensor "
+            f"of shape {exc.shape} ({_numel(exc.shape)} elements, {exc.total} with what was built before it), but "
+            f"the file's tensors hold {held} elements (at most {budget} are allowed while building)"
+        ) from None
+    except Exception as exc:  # any failure to rebuild is a bad file, whatever raised it
+        raise ModelFileError(f"{path}: its architecture cannot be rebuilt: {_reason(exc)}") from exc
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in shapes]
+    unexpected = sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        parts = [f"missing tensors {missing}"] if missing else []
+        parts += [f"unexpected tensors {unexpected}"] if unexpected else []
+        raise ModelFileError(f"{path} does not fit its architecture: {'; '.join(parts)}")
+    for key, tensor in expected.items():
+        if list(tensor.shape) != list(shapes[key]):
+            layer = key.rpartition(".")[0]
+            kind = type(model.get_submodule(layer)).__name__
+            raise ModelFileError(
+                f"{path} does not fit its architecture: tensor {key!r} has shape {list(shapes[key])}, "
+                f"the architecture (layer {layer!r}, {kind}) needs {list(tensor.shape)}"
+            )
+    return model
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def load_metadata(path: str | os.PathLike) -> dict:
@@ -633,6 +809,12 @@ def load(path: str | os.PathLike, *, map_location: Any = "cpu") -> torch.nn.Modu
         ModelFileError: (a :class:`~spikeflow.train.checkpoint.CheckpointError`) the file
             is truncated, corrupt, not a saved spikeflow model, names an unknown layer
             type, or its tensors do not fit its architecture; the message names the file.
+
+    Whatever the file holds, nothing else is raised, no code it names runs, and memory
+    stays bounded by what it holds: the safetensors header is checked against the
+    file's size (every tensor's bytes against its shape and dtype), and the
+    architecture is built under :func:`build_bounded`, which refuses a layer larger
+    than the file's tensors before allocating it.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -643,28 +825,12 @@ def load(path: str | os.PathLike, *, map_location: Any = "cpu") -> torch.nn.Modu
     aliases = _json(path, metadata, "aliases", dict) if "aliases" in metadata else {}
     frozen = _json(path, metadata, "frozen", list) if "frozen" in metadata else []
     _json(path, metadata, "user", dict)  # the whole header is checked, though the model does not need it
-    try:
-        model = build_module(architecture)
-    except Exception as exc:  # any failure to rebuild is a bad file, whatever raised it
-        raise ModelFileError(f"{path}: its architecture cannot be rebuilt: {exc}") from exc
-    expected = model.state_dict()
     for key, target in aliases.items():
         if not isinstance(target, str) or target not in entries or key in entries:
             raise ModelFileError(f"{path} is corrupt: alias {key!r} -> {target!r} names no stored tensor")
-    names = set(entries) | set(aliases)
-    missing = [k for k in expected if k not in names]
-    unexpected = sorted(names - set(expected))
-    if missing or unexpected:
-        parts = [f"missing tensors {missing}"] if missing else []
-        parts += [f"unexpected tensors {unexpected}"] if unexpected else []
-        raise ModelFileError(f"{path} does not fit its architecture: {'; '.join(parts)}")
-    for key, tensor in expected.items():
-        shape = entries[aliases.get(key, key)]["shape"]
-        if list(tensor.shape) != shape:
-            raise ModelFileError(
-                f"{path} does not fit its architecture: tensor {key!r} has shape {shape}, "
-                f"the architecture needs {list(tensor.shape)}"
-            )
+    shapes = {key: entries[aliases.get(key, key)]["shape"] for key in set(entries) | set(aliases)}
+    model = build_bounded(architecture, shapes, str(path))
+    expected = model.state_dict()
     try:
         stored = {}
         with safe_open(str(path), framework="pt", device=str(device)) as handle:

@@ -132,10 +132,52 @@ class SpikingNetwork(torch.nn.Module):
         threshold = module.threshold.detach().to(dtype=x.dtype, device=x.device)
         return state._replace(v=torch.zeros_like(state.v) + fraction * threshold)
 
+    def _check_input(self, x: torch.Tensor, state: Optional[dict]) -> None:
+        """Refuse what would fail deep inside a layer (rank, dtype, device, state)."""
+        check_sequence(x, "SpikingNetwork")
+        if not x.is_floating_point():
+            raise TypeError(f"SpikingNetwork input must be a floating-point tensor [T, B, ...], got dtype {x.dtype}")
+        reference = next(iter(self.parameters()), None)
+        if reference is None:
+            reference = next((b for b in self.buffers() if b.is_floating_point()), None)
+        if reference is not None:
+            if x.dtype != reference.dtype:
+                raise TypeError(
+                    f"SpikingNetwork input has dtype {x.dtype} but the network's weights are {reference.dtype}; "
+                    f"convert the input (x.to({reference.dtype})) or the network"
+                )
+            if x.device != reference.device:
+                raise ValueError(
+                    f"SpikingNetwork input is on {x.device} but the network is on {reference.device}; "
+                    f"move one of them (x.to(device) or net.to(device))"
+                )
+        if state is None:
+            return
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"SpikingNetwork state must be a dict {{layer name: state}} (as returned by the last call) or None, "
+                f"got {type(state).__name__}"
+            )
+        stateful = [s.name for s in self.steps if s.op == "layer" and getattr(self.layer(s.name), "stateful", False)]
+        unknown = sorted(set(state) - set(stateful), key=str)
+        if unknown:
+            raise ValueError(
+                f"SpikingNetwork state has entries for {unknown}, which are not stateful layers of this network; "
+                f"expected keys among {stateful}"
+            )
+
     def run(self, x: torch.Tensor, state: Optional[dict] = None, keep: bool = False):
         """``(out, state, values)``: as :meth:`forward`, and with ``keep`` every node's
-        output ``{name: [T, B, ...]}`` (``values`` is empty otherwise)."""
-        check_sequence(x, "SpikingNetwork")
+        output ``{name: [T, B, ...]}`` (``values`` is empty otherwise).
+
+        Raises:
+            TypeError: ``x`` not a floating-point tensor of the network's dtype; ``state``
+                not a dict.
+            ValueError: ``x`` without a time axis, on another device, or of a shape a
+                layer does not take (naming the layer); ``state`` keys that are not
+                stateful layers, or states that do not match the input.
+        """
+        self._check_input(x, state)
         state = dict(state or {})
         new_state: dict[str, Any] = {}
         values: dict[str, torch.Tensor] = {}
@@ -147,13 +189,21 @@ class SpikingNetwork(torch.nn.Module):
                 y = x
             elif step.op == "layer":
                 module = self.layer(step.name)
-                if getattr(module, "stateful", False):
-                    s = state.get(step.name)
-                    if s is None:
-                        s = self._initial_state(step, module, args[0])
-                    y, new_state[step.name] = module(args[0], s)
-                else:
-                    y = module(args[0])
+                try:
+                    if getattr(module, "stateful", False):
+                        s = state.get(step.name)
+                        if s is None:
+                            s = self._initial_state(step, module, args[0])
+                        y, new_state[step.name] = module(args[0], s)
+                    else:
+                        y = module(args[0])
+                except torch.cuda.OutOfMemoryError:
+                    raise
+                except RuntimeError as exc:  # torch's bare shape error: say where and what came
+                    raise ValueError(
+                        f"SpikingNetwork input of shape {tuple(x.shape)} does not fit layer {step.name!r} "
+                        f"({type(module).__name__}), which got shape {tuple(args[0].shape)}: {exc}"
+                    ) from exc
             elif step.op == "add":
                 y = args[0] + args[1]
             elif step.op == "cat":
@@ -199,13 +249,42 @@ class SpikingNetwork(torch.nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> "SpikingNetwork":
-        """Read a network :meth:`save` wrote (never unpickles arbitrary objects)."""
+        """Read a network :meth:`save` wrote.
+
+        Nothing is unpickled but tensors and plain values (``weights_only=True``), and
+        the architecture is built under the memory bound of
+        :func:`spikeflow.saving.build_bounded`: a file cannot ask for layers larger than
+        the tensors it holds.
+
+        Raises:
+            CheckpointError: a missing, truncated or corrupt file, one that is not a
+                saved spiking network, or whose architecture and weights do not fit
+                (a :class:`~spikeflow.saving.ModelFileError`); the message names the file.
+        """
+        from ..saving import ModelFileError, build_bounded
+
         payload = read_weights_only(path, map_location, what="spiking network")
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT or "spec" not in payload:
-            raise CheckpointError(f"{path} is not a saved spikeflow spiking network")
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(payload.get("spec"), str):
+            raise CheckpointError(
+                f"{path} is not a saved spikeflow spiking network (expected a dict with format {FORMAT!r} and a "
+                f"JSON spec)"
+            )
+        state = payload.get("state_dict")
+        if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in state.items()):
+            raise CheckpointError(f"{path}: the saved spiking network's state_dict is not a dict of tensors")
         try:
-            net = cls.from_spec(json.loads(payload["spec"]))
-            net.load_state_dict(payload["state_dict"])
+            spec = json.loads(payload["spec"])
+        except (ValueError, RecursionError) as exc:
+            raise CheckpointError(f"{path}: the saved spiking network's spec is not valid JSON ({exc})") from None
+        if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: the saved spiking network's spec is not a {FORMAT!r} object")
+        spec = {key: value for key, value in spec.items() if key != "type"}
+        net = build_bounded({"type": "SpikingNetwork", **spec}, {k: list(v.shape) for k, v in state.items()}, str(path))
+        if not isinstance(net, cls):  # pragma: no cover - the type is fixed above
+            raise ModelFileError(f"{path}: the saved spiking network is not a {cls.__name__}")
+        try:
+            net.load_state_dict(state)
         except (ValueError, KeyError, RuntimeError, TypeError) as exc:
             raise CheckpointError(f"{path}: the saved spiking network is inconsistent: {exc}") from exc
         return net

@@ -98,6 +98,20 @@ _CONSTANT_OPS = {"Identity", "Dropout", "Cast", "Gather", "Slice", "Unsqueeze", 
                  "Transpose", "Add", "Sub", "Mul"}
 
 
+#: The most elements an importer array may have that the file's sizes declare rather
+#: than hold (a per-channel constant broadcast to the declared channels, the feature
+#: order of a flattened channels-last tensor, the result of folding constants).
+MAX_DECLARED_ELEMENTS = 1 << 24
+
+
+def _bounded(count: int, where: str, what: str) -> None:
+    if count > MAX_DECLARED_ELEMENTS:
+        raise ConversionError(
+            f"{where}: {what} would have {count} elements, more than the {MAX_DECLARED_ELEMENTS} an import allows "
+            f"(the file declares sizes far larger than the tensors it holds)"
+        )
+
+
 def _require_onnx():
     try:
         import onnx
@@ -444,6 +458,8 @@ class _Importer:
         """Evaluate an operator on constants (shape arithmetic)."""
         op = node.op_type
         v = [self.value(i, where) if i else None for i in node.input]
+        if op in ("Add", "Sub", "Mul", "Gather", "Concat"):  # the ops whose result can outgrow their inputs
+            self.fold_size(op, v, a, where)
         try:
             if op in ("Identity", "Dropout"):
                 return v[0]
@@ -480,6 +496,23 @@ class _Importer:
         except Exception as exc:
             raise ConversionError(f"{where}: cannot evaluate it on constants ({type(exc).__name__}: {exc})") from exc
         raise ConversionError(f"{where} cannot be converted; supported ONNX operators: {SUPPORTED_ONNX}")
+
+    def fold_size(self, op: str, v: list, a: dict, where: str) -> None:
+        """Refuse to fold constants into an array larger than :data:`MAX_DECLARED_ELEMENTS`
+        (broadcasting two vectors, or gathering many rows, multiplies sizes)."""
+        arrays = [np.asarray(x) if not isinstance(x, np.ndarray) else x for x in v if x is not None]
+        try:
+            if op in ("Add", "Sub", "Mul") and len(arrays) >= 2:
+                count = math.prod(np.broadcast_shapes(arrays[0].shape, arrays[1].shape))
+            elif op == "Gather" and len(arrays) >= 2:
+                axis = int(a.get("axis", 0))
+                rest = math.prod(d for i, d in enumerate(arrays[0].shape) if i != axis % max(arrays[0].ndim, 1))
+                count = arrays[1].size * rest
+            else:
+                count = sum(x.size for x in arrays)
+        except (ValueError, TypeError):
+            return  # the fold itself reports shapes that do not fit
+        _bounded(count, where, "the folded constant")
 
     def slice(self, v: list, a: dict) -> np.ndarray:
         """``Slice`` of a constant (bounds as attributes before opset 10, inputs after)."""
@@ -579,6 +612,7 @@ class _Importer:
         """A constant that broadcasts along ``axis`` only (or is a scalar), as ``[channels]``."""
         if c.ndim > rank:
             raise ConversionError(f"{where}: a constant of shape {list(c.shape)} on a rank-{rank} tensor")
+        _bounded(channels, where, f"a constant per channel ({channels} channels declared)")
         full = c.reshape((1,) * (rank - c.ndim) + c.shape)
         if any(s != 1 for i, s in enumerate(full.shape) if i != axis) or full.shape[axis] not in (1, channels):
             raise ConversionError(
@@ -730,6 +764,7 @@ class _Importer:
                 raise ConversionError(
                     f"{where}: flattening a transposed tensor needs its shape, which the file does not give"
                 )
+            _bounded(math.prod(base[1:]), where, f"the feature order of the flattened shape {list(base)}")
             order = np.arange(math.prod(base[1:])).reshape(base[1:])
             columns = order.transpose([p - 1 for p in x.permutation[1:]]).reshape(-1)
         name = self.add(Kind.FLATTEN, [x.node], where, node.name or node.output[0])
@@ -877,10 +912,26 @@ def load_onnx(model: Union[str, os.PathLike, Any]) -> LayerGraph:
         ImportError: the ``onnx`` package is missing (``pip install spikeflow[onnx]``).
         FileNotFoundError: no file at ``model``.
         ConversionError: the file is not an ONNX model, has several inputs or outputs,
-            or an operator that cannot be converted (named with its place in the graph).
+            or an operator that cannot be converted (named with its place in the graph),
+            or is malformed (corrupt protobuf, tensors whose data do not fit their
+            dims, missing initializers, cycles, sizes it declares far beyond what it
+            holds). Every message starts with the file (or "the ONNX model").
+
+    Whatever the file holds, the import runs no code from it, never allocates much
+    more than the tensors the file holds (at most :data:`MAX_DECLARED_ELEMENTS` elements
+    for arrays whose size the file only declares), and raises nothing but the errors above.
     """
     onnx = _require_onnx()
     proto, source = _read(model, onnx)
     if not proto.HasField("graph") or (len(proto.graph.node) == 0 and len(proto.graph.input) == 0):
         raise ConversionError(f"{source} holds no ONNX graph (is it an ONNX model?)")
-    return _Importer(proto, source, onnx).run()
+    try:
+        return _Importer(proto, source, onnx).run()
+    except ConversionError as exc:
+        if source in str(exc):
+            raise
+        raise ConversionError(f"{source}: {exc}") from exc
+    except Exception as exc:  # a malformed graph or tensor the checks above did not anticipate
+        raise ConversionError(
+            f"{source}: the ONNX graph is malformed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+        ) from exc

@@ -66,7 +66,15 @@ class HardwareSpec:
 
 def load_hardware(path: Union[str, os.PathLike]) -> HardwareSpec:
     """Read a hardware file (see the module docstring); errors name the file and the
-    problem (missing file, bad syntax, unknown key, value out of range)."""
+    problem (missing file, bad syntax, unknown key, value out of range).
+
+    The file is data only (:func:`spikeflow.train.config.read_config_file`: YAML with
+    ``safe_load``, size, nesting and YAML aliases bounded).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: anything wrong with its contents, naming the file and the key.
+    """
     from ..train.config import read_config_file
 
     data = read_config_file(path)
