@@ -350,3 +350,25 @@ OTHER_CASES = [
 def test_conversion_helpers_refuse(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    "settings,pattern",
+    [
+        ({"input_shape": [1, 100000, 100000], "classes": 10}, r"it takes inputs of shape \(1, 100000, 100000\), but the digits data has \(1, 8, 8\)"),
+        ({"input_shape": [1, 8, 8], "classes": 10**9}, r"it has 1000000000 outputs; the digits data has 10 classes"),
+    ],
+    ids=["huge-input", "huge-classes"],
+)
+def test_a_saved_ann_is_checked_against_the_data_before_it_is_built(tmp_path, settings, pattern):
+    """A stranger's ANN file names its own input shape and classes: an enormous network
+    is refused before it is built (the weights alone would not bound it)."""
+    from spikeflow.convert.ann import save_ann
+    from spikeflow.convert.experiment import ConvertConfig, run_experiment
+    from spikeflow.train.checkpoint import CheckpointError
+
+    path = tmp_path / "ann.pt"
+    save_ann(path, torch.nn.Linear(1, 1), preset="lenet5", **settings)
+    config = ConvertConfig(model=str(path), preset="lenet5", quiet=True, plot=False, out=str(tmp_path / "out"))
+    with pytest.raises(CheckpointError, match=pattern):
+        run_experiment(config)

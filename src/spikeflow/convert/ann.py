@@ -233,9 +233,7 @@ def load_ann(path: str | os.PathLike, build: Callable[..., torch.nn.Module]) -> 
             ``build`` refuses (its ``TypeError`` or ``ValueError``), or weights that do
             not fit the architecture. The message names the file.
     """
-    from ..saving import read_torch_file
-
-    payload = read_torch_file(path, what="ANN file")
+    payload = read_weights_only(path, what="ANN file")
     if not isinstance(payload, dict) or payload.get("format") != ANN_FORMAT:
         raise CheckpointError(f"{path} is not an ANN saved by spikeflow (expected format {ANN_FORMAT!r})")
     settings = payload.get("settings")

@@ -182,6 +182,10 @@ class ConvertConfig:
                 )
 
 
+#: The most outputs a saved ANN may declare (a bound before building it from a file).
+MAX_CLASSES = 100_000
+
+
 def activation_for(coding: str, levels: int = 8):
     """The activation factory an ANN for ``coding`` is trained with."""
     kind = _CODING_ACTIVATIONS.get(coding, "relu")
@@ -487,14 +491,18 @@ def run_experiment(config: ConvertConfig) -> dict[str, Any]:
         ann = load_onnx(config.model)
     elif config.model is not None:
         def rebuild(preset: str, input_shape, classes: int, coding: str = "rate", levels: int = 8, **_: Any):
+            # checked before anything is built: the file may ask for an enormous network
+            if tuple(input_shape) != input_shape_of_data:
+                raise ValueError(
+                    f"it takes inputs of shape {tuple(input_shape)}, but the {config.dataset} data has "
+                    f"{input_shape_of_data}"
+                )
+            if not isinstance(classes, int) or not classes_of_data <= classes <= MAX_CLASSES:
+                raise ValueError(f"it has {classes!r} outputs; the {config.dataset} data has {classes_of_data} classes")
             return build_ann(preset, input_shape, classes, activation_for(coding, levels))
 
+        input_shape_of_data, classes_of_data = input_shape, classes
         ann, settings = load_ann(config.model, rebuild)
-        if tuple(settings["input_shape"]) != input_shape:
-            raise ValueError(
-                f"{config.model} takes inputs of shape {tuple(settings['input_shape'])}, but the "
-                f"{config.dataset} data has {input_shape}"
-            )
     else:
         ann = build_ann(config.preset, input_shape, classes, activation_for(config.coding, config.levels))
         ann_path = out / "ann.pt"

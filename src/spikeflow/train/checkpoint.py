@@ -190,35 +190,42 @@ def _reason(error: BaseException, limit: int = 160) -> str:
 
 
 def _damaged_member(path: Path) -> Optional[str]:
-    """The first part of a ``torch.save`` zip archive whose bytes fail its CRC-32 (None:
-    all intact, or not a zip archive, left to ``torch.load`` to judge). ``torch.load``
-    does not check the checksums, so flipped bits in tensor data would load silently."""
+    """Why a ``torch.save`` zip archive is damaged: a part whose bytes fail its CRC-32, or
+    one that cannot be decompressed or checked at all (None: all intact, or not a zip
+    archive, left to ``torch.load`` to judge). ``torch.load`` does not check the
+    checksums, so flipped bits in tensor data would load silently."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return archive.testzip()
+            bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
         return None
+    except Exception as error:  # zlib.error, "File ... is encrypted" (a flipped flag bit), ...
+        return f"a part cannot be checked ({type(error).__name__}: {_reason(error)})"
+    return None if bad is None else f"the bytes of its part {bad} do not match their stored CRC-32 checksum"
 
 
 def read_weights_only(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
     """``torch.load(path, weights_only=True)``; a missing, truncated or corrupt file, or
     one holding objects other than tensors and plain values, is a
-    :class:`CheckpointError` naming ``what`` and the file."""
+    :class:`CheckpointError` naming ``what`` and the file. Whatever the loader raises on
+    a damaged file (its weights-only unpickler raises ``IndexError``, ``TypeError``,
+    ``struct.error``, ... on broken pickles) becomes that error: the file comes from
+    outside, so no exception escapes as a bug of ours."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist")
+    advice = _ADVICE if what == "checkpoint" else ""
     damaged = _damaged_member(path)
     if damaged is not None:
-        raise CheckpointError(
-            f"{what} {path} is corrupt: the bytes of its part {damaged} do not match their stored CRC-32 checksum"
-            + (_ADVICE if what == "checkpoint" else "")
-        )
+        raise CheckpointError(f"{what} {path} is corrupt: {damaged}{advice}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:
         raise CheckpointError(
-            f"{what} {path} is corrupt or truncated and cannot be read ({_reason(error)})"
-            + (_ADVICE if what == "checkpoint" else "")
+            f"{what} {path} is corrupt or truncated and cannot be read ({type(error).__name__}: {_reason(error)})"
+            + advice
         ) from error
 
 
