@@ -29,6 +29,7 @@ same to every reader.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -473,7 +474,12 @@ def _probe_hdf5(path: Path) -> None:
     import time
 
     reader, writer = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a multi-threaded process (torch's thread pool)
+        # may deadlock the child: this child only reads the file with h5py, whose lock
+        # no other thread holds here, and leaves with os._exit.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: report and leave without running any cleanup of the parent's state
         status = 0
         try:
