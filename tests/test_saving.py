@@ -400,6 +400,8 @@ def test_registered_layers_and_containers_round_trip(tmp_path, monkeypatch):
         spikeflow.load(tmp_path / "p.safetensors")
     with pytest.raises(ValueError, match="built-in layer type"):
         saving.register_layer(type("LIF", (torch.nn.Module,), {"config": 1, "from_config": 2}))
+    with pytest.raises(TypeError, match="only torch.nn.Module classes can be registered, got 3"):
+        saving.register_layer(3)
 
     class Stateful(torch.nn.Module):
         def __init__(self) -> None:

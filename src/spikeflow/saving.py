@@ -168,9 +168,10 @@ def register_layer(cls: type) -> type:
     """Allow instances of ``cls`` (which has ``config() -> dict`` of JSON-able values and
     ``from_config(dict)``, a classmethod rebuilding the layer without its weights) in
     saved models and spiking networks. Usable as a class decorator."""
+    name = _check_name(cls)
     if not (hasattr(cls, "config") and hasattr(cls, "from_config")):
         raise TypeError(f"{cls.__name__} needs config() and from_config() to be saved")
-    _CUSTOM_LAYERS[_check_name(cls)] = cls
+    _CUSTOM_LAYERS[name] = cls
     return cls
 
 
