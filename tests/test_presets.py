@@ -185,7 +185,7 @@ def test_seed003_network_is_recurrent_current_lif_with_xavier_weights():
         assert float(layer.beta) == pytest.approx(0.95) and float(layer.alpha) == pytest.approx(0.9)
         assert layer.alpha_rec == 0.85 and layer.gain == 20.0 and layer.normalize
     lin1, lin2 = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
-    assert lin1.bias is None and float(lin1.weight.abs().max()) <= math.sqrt(6 / (16 + 32))
+    assert lin1.bias is None and float(lin1.weight.detach().abs().max()) <= math.sqrt(6 / (16 + 32))
     out, _ = net((torch.rand(100, 4, 16) < 0.02).float())
     assert out.shape == (100, 4, 2)
 
