@@ -25,7 +25,9 @@ from ..train import _faults
 from ..train.checkpoint import (
     CheckpointError,
     capture_rng_state,
+    is_dict_of,
     load_latest,
+    read_payload,
     read_weights_only,
     restore_rng_state,
     save_weights_only,
@@ -180,15 +182,10 @@ _ANN_CHECKPOINT_KEYS = ("epoch", "settings", "losses", "model", "optimizer", "sc
 
 
 def _load_ann_checkpoint(path: Path) -> dict[str, Any]:
-    payload = read_weights_only(path, what="ANN checkpoint")
-    if not isinstance(payload, dict) or payload.get("format") != ANN_CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"ANN checkpoint {path} is not a spikeflow ANN training checkpoint (expected format {ANN_CHECKPOINT_FORMAT!r})"
-        )
-    missing = [key for key in _ANN_CHECKPOINT_KEYS if key not in payload]
-    if missing:
-        raise CheckpointError(f"ANN checkpoint {path} is incomplete: it lacks {', '.join(missing)}")
-    return payload
+    return read_payload(
+        path, ANN_CHECKPOINT_FORMAT, _ANN_CHECKPOINT_KEYS, what="ANN checkpoint",
+        kind="spikeflow ANN training checkpoint",
+    )
 
 
 def _read_ann_checkpoint(path: str | os.PathLike, settings: dict[str, Any]) -> Optional[dict[str, Any]]:
@@ -242,8 +239,7 @@ def load_ann(path: str | os.PathLike, build: Callable[..., torch.nn.Module]) -> 
             f"{path}: the ANN settings must be a dict of named values, found {type(settings).__name__}"
         )
     state = payload.get("state_dict")
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                               for k, v in state.items()):
+    if not is_dict_of(state, torch.Tensor):
         raise CheckpointError(f"{path}: the ANN state_dict must be a dict of tensors, found {type(state).__name__}")
     try:
         model = build(**settings)

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Optional, Union
 import torch
 
 from .._choice import Choice
+from ..train.checkpoint import is_dict_of
 from .graph import ConversionError, Kind, LayerGraph
 
 __all__ = ["Calibration", "Normalization", "calibrate", "activation_nodes"]
@@ -85,11 +86,9 @@ class Calibration:
         if missing:
             raise ValueError(f"the calibration lacks {', '.join(missing)}")
         scales, ranks = payload["scales"], payload.get("ranks", {})
-        if not isinstance(scales, dict) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in scales.items()
-        ):
+        if not is_dict_of(scales, torch.Tensor):
             raise ValueError("the calibration's scales must be a dict of node name -> tensor")
-        if not isinstance(ranks, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in ranks.items()):
+        if not is_dict_of(ranks, int):
             raise ValueError("the calibration's ranks must be a dict of node name -> int")
         return cls(
             scales=dict(scales),

@@ -47,7 +47,7 @@ from ..train.checkpoint import (
     atomic_write_bytes,
     load_latest,
     previous_path,
-    read_weights_only,
+    read_payload,
     save_weights_only,
 )
 
@@ -330,21 +330,11 @@ def _differences(saved: Any, current: dict[str, Any], what: str) -> str:
     return "; ".join(found) or "the same settings but other data"
 
 
-def _load_payload(path: Path, what: str, form: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    payload = read_weights_only(path, what=what)
-    if not isinstance(payload, dict) or payload.get("format") != form:
-        raise CheckpointError(f"{what} {path} is not a spikeflow {what} (expected format {form!r})")
-    missing = [key for key in keys if key not in payload]
-    if missing:
-        raise CheckpointError(f"{what} {path} is incomplete: it lacks {', '.join(missing)}")
-    return payload
-
-
 def _load_saved(path: Path, what: str, form: str, keys: tuple[str, ...]) -> Optional[dict[str, Any]]:
     """The newest readable ``path`` (or its previous file, with a warning), None where
     there is none or none can be read (with a warning)."""
     try:
-        payload, _ = load_latest(path, load=lambda p: _load_payload(p, what, form, keys))
+        payload, _ = load_latest(path, load=lambda p: read_payload(p, form, keys, what=what, kind=f"spikeflow {what}"))
     except FileNotFoundError:
         return None
     except CheckpointError as error:
@@ -355,12 +345,11 @@ def _load_saved(path: Path, what: str, form: str, keys: tuple[str, ...]) -> Opti
 
 def _measure_calibration(ann: Any, images: torch.Tensor, config: "ConvertConfig") -> Any:
     """The activation scales, as :func:`spikeflow.convert.convert` measures them."""
+    from . import prepare
     from .calibrate import calibrate
-    from .fold import fold_batchnorm
-    from .graph import trace
 
     return calibrate(
-        fold_batchnorm(trace(ann)), images, method=config.normalization, percentile=config.percentile,
+        prepare(ann), images, method=config.normalization, percentile=config.percentile,
         per_channel=config.per_channel, max_samples=config.calibration_samples,
     )
 

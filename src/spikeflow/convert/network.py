@@ -24,7 +24,7 @@ import torch
 from .. import nn as snn
 from ..nn._layers import check_sequence
 from ..saving import _CUSTOM_LAYERS, _TORCH_LAYERS, build_module, module_spec, register_layer  # noqa: F401
-from ..train.checkpoint import CheckpointError, read_weights_only, save_weights_only
+from ..train.checkpoint import CheckpointError, is_dict_of, read_weights_only, save_weights_only
 from .layers import Scale, SpikingMaxPool
 
 __all__ = ["FORMAT", "Step", "SpikingNetwork", "register_layer", "layer_config", "build_layer"]
@@ -270,8 +270,7 @@ class SpikingNetwork(torch.nn.Module):
                 f"JSON spec)"
             )
         state = payload.get("state_dict")
-        if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                   for k, v in state.items()):
+        if not is_dict_of(state, torch.Tensor):
             raise CheckpointError(f"{path}: the saved spiking network's state_dict is not a dict of tensors")
         try:
             spec = json.loads(payload["spec"])

@@ -54,9 +54,11 @@ __all__ = [
     "CheckpointError",
     "atomic_write_bytes",
     "capture_rng_state",
+    "is_dict_of",
     "load_checkpoint",
     "load_latest",
     "previous_path",
+    "read_payload",
     "read_weights_only",
     "save_weights_only",
     "restore_rng_state",
@@ -300,26 +302,50 @@ def load_latest(
     return payload, previous
 
 
+def is_dict_of(value: Any, value_type: type | tuple[type, ...]) -> bool:
+    """Whether ``value`` (read from a file) is a dict of str keys and ``value_type`` values,
+    as a ``state_dict`` is (``is_dict_of(x, torch.Tensor)``)."""
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, value_type) for k, v in value.items()
+    )
+
+
+def read_payload(
+    path: str | os.PathLike,
+    form: str,
+    keys: tuple[str, ...],
+    *,
+    what: str = "checkpoint",
+    kind: str = "spikeflow training checkpoint",
+    map_location: Any = "cpu",
+) -> dict[str, Any]:
+    """:func:`read_weights_only`, then check that the payload is a dict with ``format``
+    ``form`` and every one of ``keys``.
+
+    Raises:
+        CheckpointError: the file cannot be read, is not a ``kind`` (another format),
+            or lacks some of ``keys``; the message starts with ``what`` and the file.
+    """
+    path = Path(path)
+    payload = read_weights_only(path, map_location, what=what)
+    if not isinstance(payload, dict) or payload.get("format") != form:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{what} {path} is not a {kind} (expected format {form!r}, found {found!r})")
+    missing = [key for key in keys if key not in payload]
+    if missing:
+        raise CheckpointError(f"{what} {path} is incomplete: it lacks {', '.join(missing)}")
+    return payload
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)``.
+    """Read a training checkpoint with ``torch.load(weights_only=True)``.
 
     Raises:
         CheckpointError: the file does not exist, is truncated or corrupt, holds
             objects other than tensors and plain values, or is not a spikeflow
             training checkpoint. The message names the file.
     """
-    path = Path(path)
-    payload = read_weights_only(path, map_location)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(
-            f"checkpoint {path} is not a spikeflow training checkpoint "
-            f"(expected format {FORMAT!r}, found {found!r})"
-        )
-    missing = [key for key in REQUIRED_KEYS if key not in payload]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} is incomplete: it lacks {', '.join(missing)}")
-    return payload
+    return read_payload(path, FORMAT, REQUIRED_KEYS, map_location=map_location)
 
 
 def capture_rng_state(data_generator: Optional[torch.Generator] = None) -> dict[str, Any]:
