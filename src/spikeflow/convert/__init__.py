@@ -63,6 +63,7 @@ __all__ = [
     "finalize",
     "fold_batchnorm",
     "load_onnx",
+    "prepare",
     "qcfs_model",
     "qcfs_network",
     "rate_network",
@@ -95,6 +96,20 @@ def _check_options(coding: str, options: dict) -> None:
         raise ValueError(
             f"coding {coding!r} takes no option {', '.join(map(repr, unknown))}; its options: {', '.join(known) or 'none'}"
         )
+
+
+def prepare(model: Union[torch.nn.Module, LayerGraph]) -> LayerGraph:
+    """The first two stages: trace ``model``, check its parameters are finite (before
+    folding, so that a message names the model's own parameter), fold BatchNorm. What
+    :func:`calibrate` measures and the codings build from.
+
+    Raises:
+        ConversionError: a layer that cannot be converted (naming it).
+        ValueError: NaN or Inf in a parameter (naming it).
+    """
+    graph = trace(model)
+    graph.check_finite()
+    return fold_batchnorm(graph)
 
 
 def convert(
@@ -143,9 +158,7 @@ def convert(
     Normalization.parse(normalization)
     check_calibration_options(percentile, per_channel, max_samples)
     _check_options(coding, options)
-    graph = trace(model)
-    graph.check_finite()  # before folding, so the message names the model's own parameter
-    graph = fold_batchnorm(graph)
+    graph = prepare(model)
     if coding in ("ttfs-clamped", "asn"):  # the activations fix their own range: no data needed
         calibration = None
     elif calibration is not None:
