@@ -537,7 +537,7 @@ def test_setting_a_mode_validates_it():
 def test_torch_compile_traces_a_model_without_graph_breaks():
     """fullgraph=True fails on any graph break: parameter checks, the parameter cache and
     the non-finite state check stand aside while dynamo traces (reference backend; the
-    fused CPU kernel is an opaque library call)."""
+    fused CPU kernel is in tests/test_compile.py)."""
     torch.manual_seed(0)
     net = snn.Sequential(
         torch.nn.Linear(8, 16), snn.LIF(backend="reference", learn_beta=True, shape=16),

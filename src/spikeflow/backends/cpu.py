@@ -271,6 +271,7 @@ def _load() -> _Library:
         return _loaded
 
 
+@torch.compiler.assume_constant_result  # torch.compile calls it once while tracing
 def available() -> Optional[str]:
     """None when the cpu kernels are built and loaded, else why not (builds at first call)."""
     return _load().error
@@ -478,6 +479,43 @@ def _contiguous_grad(g: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if g is None else g.contiguous()
 
 
+def _backward(call: _Call, x: torch.Tensor, states: Sequence[torch.Tensor],
+              kept: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
+              g_out: Optional[torch.Tensor], g_fin: Sequence[Optional[torch.Tensor]],
+              g_traj: Sequence[Optional[torch.Tensor]], needs: Sequence[bool]):
+    """Run the backward kernel: (grad x, [grad initial state], [grad params]), None where
+    not needed. ``kept`` is the trajectory (``record``) or the checkpoints; ``needs`` says
+    which of (x, *states, *params) want a gradient."""
+    neuron = call.neuron
+    ns = len(neuron.fields)
+    post, ckpt = (kept, None) if call.record else (None, kept)
+    g_fin = [_contiguous_grad(g) for g in g_fin]
+    g_traj = [_contiguous_grad(g) for g in g_traj] if call.record else [None] * ns
+    g_x = _empty_large(x) if needs[0] else None
+    g_init = [
+        torch.empty_like(s) if needs[1 + k] and k not in call.no_grad_fields else None
+        for k, s in enumerate(states)
+    ]
+    g_prm = [
+        torch.empty_like(x[0]) if k < neuron.learnable and needs[1 + ns + k] else None
+        for k in range(len(params))
+    ]
+    T, M = x.shape[0], x[0].numel()
+    arrays, strides = _param_arrays(params, x.shape[1:])
+    g_out = _contiguous_grad(g_out)
+    rc = _lib().sf_backward(
+        neuron.code, call.dtype, T, M, x.data_ptr(), _ptrs(states),
+        None if post is None else _ptrs(post), None if ckpt is None else _ptrs(ckpt),
+        call.interval, _ptrs(arrays), strides, call.cfg, _ptr(g_out), _ptrs(g_fin),
+        _ptrs(g_traj), _ptr(g_x), _ptrs(g_init), _ptrs(g_prm[: neuron.learnable]),
+        torch.get_num_threads(),
+    )
+    if rc != 0:  # pragma: no cover
+        raise RuntimeError(f"spikeflow cpu kernel failed (backward, code {rc})")
+    g_params = [None if g is None else g.sum_to_size(p.shape) for g, p in zip(g_prm, params)]
+    return g_x, g_init, g_params
+
+
 class _FusedScan(torch.autograd.Function):
     """(x, *state, *params) -> (output, *final_state, *trajectory if record)."""
 
@@ -496,42 +534,136 @@ class _FusedScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_out: Optional[torch.Tensor], *g_rest: Optional[torch.Tensor]):
         call: _Call = ctx.call
-        neuron = call.neuron
-        ns = len(neuron.fields)
+        ns = len(call.neuron.fields)
         saved = ctx.saved_tensors
-        x = saved[0]
-        states = saved[1 : 1 + ns]
-        kept = saved[1 + ns : 1 + 2 * ns]  # the trajectory (record) or the checkpoints
-        params = saved[1 + 2 * ns :]
-        post, ckpt = (kept, None) if call.record else (None, kept)
-        g_fin = [_contiguous_grad(g) for g in g_rest[:ns]]
-        g_traj = [_contiguous_grad(g) for g in g_rest[ns:]] if call.record else [None] * ns
-        needs = ctx.needs_input_grad  # (call, x, *states, *params)
-        g_x = _empty_large(x) if needs[1] else None
-        g_init = [
-            torch.empty_like(s) if needs[2 + k] and k not in call.no_grad_fields else None
-            for k, s in enumerate(states)
-        ]
-        g_prm = [
-            torch.empty_like(x[0]) if k < neuron.learnable and needs[2 + ns + k] else None
-            for k in range(len(params))
-        ]
-        T, M = x.shape[0], x[0].numel()
-        arrays, strides = _param_arrays(params, x.shape[1:])
-        g_out = _contiguous_grad(g_out)
-        rc = _lib().sf_backward(
-            neuron.code, call.dtype, T, M, x.data_ptr(), _ptrs(states),
-            None if post is None else _ptrs(post), None if ckpt is None else _ptrs(ckpt),
-            call.interval, _ptrs(arrays), strides, call.cfg, _ptr(g_out), _ptrs(g_fin),
-            _ptrs(g_traj), _ptr(g_x), _ptrs(g_init), _ptrs(g_prm[: neuron.learnable]),
-            torch.get_num_threads(),
+        x, states = saved[0], saved[1 : 1 + ns]
+        kept, params = saved[1 + ns : 1 + 2 * ns], saved[1 + 2 * ns :]
+        g_x, g_init, g_params = _backward(
+            call, x, states, kept, params, g_out, g_rest[:ns], g_rest[ns:], ctx.needs_input_grad[1:]
         )
-        if rc != 0:  # pragma: no cover
-            raise RuntimeError(f"spikeflow cpu kernel failed (backward, code {rc})")
-        g_params = [
-            None if g is None else g.sum_to_size(p.shape) for g, p in zip(g_prm, params)
-        ]
         return (None, g_x, *g_init, *g_params)
+
+
+# ---------------------------------------------------------------------------
+# The same kernels as torch custom operators, for torch.compile
+#
+# Dynamo cannot trace into a ctypes call, and an autograd.Function around one is a
+# graph break. Under torch.compile the scan goes through two registered operators
+# instead (forward and backward; the forward's autograd formula calls the backward
+# operator), which compiled graphs keep as opaque nodes with known output shapes.
+# Eager calls keep the direct path above: the operator dispatch costs more than a
+# one-step scan.
+
+
+def _call_from(neuron: str, cfg: Sequence[float], record: bool, interval: int,
+               no_grad_mask: int, dtype: torch.dtype) -> _Call:
+    no_grad = frozenset(k for k in range(len(_NEURONS[neuron].fields)) if no_grad_mask >> k & 1)
+    return _Call(
+        _NEURONS[neuron], _DTYPE_CODE[dtype], (ctypes.c_double * _CFG_SIZE)(*cfg), no_grad,
+        record, interval,
+    )
+
+
+def _check_op_args(neuron: str, x: torch.Tensor, states: Sequence[torch.Tensor],
+                   params: Sequence[torch.Tensor], kept: Sequence[torch.Tensor] = ()) -> None:
+    """The operators take raw pointers: refuse what the kernel would misread."""
+    if neuron not in _NEURONS:
+        raise ValueError(f"spikeflow::cpu_scan: unknown neuron {neuron!r} (known: {sorted(_NEURONS)})")
+    spec = _NEURONS[neuron]
+    if len(states) != len(spec.fields) or len(params) != len(spec.params):
+        raise ValueError(
+            f"spikeflow::cpu_scan: {neuron} takes {len(spec.fields)} state fields {spec.fields} and "
+            f"{len(spec.params)} parameters {spec.params}; got {len(states)} and {len(params)}"
+        )
+    if x.dtype not in _DTYPE_CODE or x.device.type != "cpu" or x.dim() < 2:
+        raise ValueError(f"spikeflow::cpu_scan: x must be a float32/float64 CPU tensor [T, B, ...]; "
+                         f"got {x.dtype} on {x.device} with shape {tuple(x.shape)}")
+    for what, tensors in (("state", states), ("kept", kept)):
+        for t in tensors:
+            if t.dtype != x.dtype or t.shape[-x.dim() + 1:] != x.shape[1:] or not t.is_contiguous():
+                raise ValueError(f"spikeflow::cpu_scan: every {what} tensor must be contiguous, "
+                                 f"{x.dtype}, shaped like x[0] {tuple(x.shape[1:])}; got {t.dtype} "
+                                 f"{tuple(t.shape)}")
+
+
+def _kept_shapes(call: _Call, x: torch.Tensor) -> list[tuple[int, ...]]:
+    rows = x.shape[0] if call.record else -(-x.shape[0] // call.interval)
+    return [(rows, *x.shape[1:])] * len(call.neuron.fields)
+
+
+@torch.library.custom_op("spikeflow::cpu_scan", mutates_args=())
+def _scan_op(x: torch.Tensor, states: list[torch.Tensor], params: list[torch.Tensor],
+             neuron: str, cfg: list[float], record: bool, interval: int,
+             no_grad_mask: int) -> list[torch.Tensor]:
+    """[output, *final state, *kept] where kept is the trajectory (record) or checkpoints."""
+    x, states = x.contiguous(), [s.contiguous() for s in states]
+    _check_op_args(neuron, x, states, params)
+    call = _call_from(neuron, cfg, record, interval, no_grad_mask, x.dtype)
+    out, post, ckpt, fin = _forward(call, x, states, params, checkpoints=True)
+    return [out, *fin, *(post if record else ckpt)]
+
+
+@_scan_op.register_fake
+def _(x, states, params, neuron, cfg, record, interval, no_grad_mask):
+    call = _call_from(neuron, cfg, record, interval, no_grad_mask, x.dtype)
+    return [torch.empty_like(x), *[torch.empty_like(s) for s in states],
+            *[x.new_empty(shape) for shape in _kept_shapes(call, x)]]
+
+
+@torch.library.custom_op("spikeflow::cpu_scan_backward", mutates_args=())
+def _scan_backward_op(x: torch.Tensor, states: list[torch.Tensor], kept: list[torch.Tensor],
+                      params: list[torch.Tensor], neuron: str, cfg: list[float], record: bool,
+                      interval: int, no_grad_mask: int, g_out: Optional[torch.Tensor],
+                      g_fin: list[Optional[torch.Tensor]], g_traj: list[Optional[torch.Tensor]],
+                      needs: list[bool]) -> list[torch.Tensor]:
+    """[grad x, *grad initial state, *grad params]; an empty tensor where not needed."""
+    x, states, kept = x.contiguous(), [s.contiguous() for s in states], [k.contiguous() for k in kept]
+    _check_op_args(neuron, x, states, params, kept)
+    call = _call_from(neuron, cfg, record, interval, no_grad_mask, x.dtype)
+    g_x, g_init, g_params = _backward(call, x, states, kept, params, g_out, g_fin, g_traj, needs)
+    return [x.new_empty(0) if g is None else g for g in (g_x, *g_init, *g_params)]
+
+
+@_scan_backward_op.register_fake
+def _(x, states, kept, params, neuron, cfg, record, interval, no_grad_mask, g_out, g_fin,
+      g_traj, needs):
+    ns, learnable = len(states), _NEURONS[neuron].learnable
+    shapes = [x] + list(states)
+    grads = [torch.empty_like(t) if needs[k] and (k == 0 or not no_grad_mask >> (k - 1) & 1)
+             else x.new_empty(0) for k, t in enumerate(shapes)]
+    grads += [torch.empty_like(p) if k < learnable and needs[1 + ns + k] else x.new_empty(0)
+              for k, p in enumerate(params)]
+    return grads
+
+
+def _scan_op_setup(ctx, inputs, output):
+    x, states, params, neuron, cfg, record, interval, no_grad_mask = inputs
+    ns = len(states)
+    ctx.static = (neuron, cfg, record, interval, no_grad_mask, ns)
+    ctx.save_for_backward(x, *states, *output[1 + ns :], *params)
+    ctx.learnable = _NEURONS[neuron].learnable
+    ctx.needs = [
+        x.requires_grad, *[s.requires_grad for s in states],
+        *[p.requires_grad for p in params],
+    ]
+
+
+def _scan_op_backward(ctx, grads):
+    neuron, cfg, record, interval, no_grad_mask, ns = ctx.static
+    saved = ctx.saved_tensors
+    x, states = saved[0], list(saved[1 : 1 + ns])
+    kept, params = list(saved[1 + ns : 1 + 2 * ns]), list(saved[1 + 2 * ns :])
+    g_out, g_fin = grads[0], list(grads[1 : 1 + ns])
+    g_traj = list(grads[1 + ns :]) if record else [None] * ns
+    result = _scan_backward_op(x, states, kept, params, neuron, cfg, record, interval,
+                               no_grad_mask, g_out, g_fin, g_traj, ctx.needs)
+    g = [None if not need else r for need, r in zip(ctx.needs, result)]
+    g_init = [None if no_grad_mask >> k & 1 else gk for k, gk in enumerate(g[1 : 1 + ns])]
+    g_params = [gk if k < ctx.learnable else None for k, gk in enumerate(g[1 + ns :])]
+    return g[0], g_init, g_params, None, None, None, None, None
+
+
+_scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)
 
 
 # ---------------------------------------------------------------------------
@@ -548,21 +680,28 @@ def run_cpu(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTuple,
     x = x.contiguous()
     states = [getattr(state, f).contiguous() for f in neuron.fields]
     params = [getattr(values, name) for name in neuron.params]
-    call = _Call(
-        neuron,
-        _DTYPE_CODE[x.dtype],
-        (ctypes.c_double * _CFG_SIZE)(*_config(values)),
-        neuron.no_grad_fields(values),
-        record,
-        _checkpoint_interval(ns, x.element_size()),
-    )
-    differentiable = [x, *states, *params[: neuron.learnable]]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in differentiable):
-        results = _FusedScan.apply(call, x, *states, *params)
+    interval = _checkpoint_interval(ns, x.element_size())
+    if torch.compiler.is_compiling():  # the registered operators (see above)
+        mask = sum(1 << k for k in neuron.no_grad_fields(values))
+        results = _scan_op(x, states, params, model.name, _config(values), record, interval, mask)
         out, fin = results[0], results[1 : 1 + ns]
         traj = results[1 + ns :] if record else None
     else:
-        out, traj, _, fin = _forward(call, x, states, params, checkpoints=False)
+        call = _Call(
+            neuron,
+            _DTYPE_CODE[x.dtype],
+            (ctypes.c_double * _CFG_SIZE)(*_config(values)),
+            neuron.no_grad_fields(values),
+            record,
+            interval,
+        )
+        differentiable = [x, *states, *params[: neuron.learnable]]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in differentiable):
+            results = _FusedScan.apply(call, x, *states, *params)
+            out, fin = results[0], results[1 : 1 + ns]
+            traj = results[1 + ns :] if record else None
+        else:
+            out, traj, _, fin = _forward(call, x, states, params, checkpoints=False)
     fields = dict(zip(neuron.fields, fin))
     traj_fields = dict(zip(neuron.fields, traj)) if record else {}
     for name in neuron.passthrough:  # not touched by the kernel: constant over time
