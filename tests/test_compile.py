@@ -23,6 +23,18 @@ from spikeflow.neurons import ASNParams, CubaLIFParams, GradedLIFParams, LIFPara
 pytestmark = pytest.mark.skipif(cpu_backend.available() is not None,
                                 reason=f"cpu kernels unavailable: {cpu_backend.available()}")
 
+
+
+@pytest.fixture(autouse=True)
+def _forget_compiled_code():
+    """Compiled graphs keep tensors alive (tests that count live tensors run later)."""
+    yield
+    torch._dynamo.reset()
+    import gc
+
+    gc.collect()
+
+
 NEURONS = {
     "lif": LIFParams(beta=0.8, threshold=0.7, surrogate=sg.atan(2.0)),
     "cuba_lif": CubaLIFParams(alpha=0.7, beta=0.85, threshold=0.6, order="membrane_first"),

@@ -89,7 +89,7 @@ def test_auto_prefers_cpu_for_cpu_tensors():
     model = spikeflow.neurons.model_of(ALL_PARAMS["lif"])
     assert _registry.resolve(model, "auto", ALL_PARAMS["lif"], x, False).name == "cpu"
     assert _registry.resolve(model, "auto", ALL_PARAMS["lif"], x.half(), False).name == "reference"
-    assert _registry.resolve(model, "auto", ALL_PARAMS["lif"], x, True).name == "reference"
+    assert _registry.resolve(model, "auto", ALL_PARAMS["lif"], x, True).name == "cpu"  # recurrent
 
 
 def test_thread_count_does_not_change_results():
@@ -178,11 +178,18 @@ def test_half_inputs_run_the_kernel_in_float32(dtype):
     assert torch.equal(got.state.v, ref.state.v)
 
 
-def test_recurrent_weights_raise():
-    x = _x()
-    message = _raises("recurrent weights are not supported", LIFParams(), x,
-                      recurrent_weight=torch.zeros(5, 5))
-    assert "reference" in message
+def test_recurrent_layers_run_the_kernel_step_by_step():
+    """The recurrent drive is computed between kernel steps (tests/test_equivalence.py
+    compares gradients); a recurrent state carries over between calls."""
+    x = _x(shape=(12, 3, 5))
+    weight = torch.randn(x.shape[-1], x.shape[-1], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = spikeflow.scan(LIFParams(), x, backend="reference", recurrent_weight=weight)
+        first = spikeflow.scan(LIFParams(), x[:7], backend="cpu", recurrent_weight=weight)
+        rest = spikeflow.scan(LIFParams(), x[7:], first.state, backend="cpu", recurrent_weight=weight)
+    assert torch.equal(torch.cat([first.output, rest.output]), ref.output)
+    assert torch.equal(rest.state.output, ref.state.output)
+    assert torch.equal(rest.state.neuron.v, ref.state.neuron.v)
 
 
 def test_alpha_rec_raises():
@@ -294,10 +301,12 @@ def test_another_process_reuses_the_cache():
 
 
 def test_auto_does_not_build_the_kernel_for_calls_it_cannot_run(tmp_path):
-    """A recurrent call under "auto" goes to the reference without compiling anything."""
+    """A call the kernels do not implement (a separate recurrent current, alpha_rec)
+    goes to the reference under "auto" without compiling anything."""
     code = (
-        "import torch, spikeflow; from spikeflow.neurons import LIFParams; "
-        "spikeflow.scan(LIFParams(), torch.rand(3, 2, 4), recurrent_weight=torch.zeros(4, 4)); "
+        "import torch, spikeflow; from spikeflow.neurons import CubaLIFParams; "
+        "spikeflow.scan(CubaLIFParams(alpha_rec=0.8), torch.rand(3, 2, 4), "
+        "recurrent_weight=torch.zeros(4, 4)); "
         "from spikeflow.backends import cpu; print(cpu._loaded is None)"
     )
     env = dict(os.environ, SPIKEFLOW_CACHE_DIR=str(tmp_path / "cache"))

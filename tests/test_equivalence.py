@@ -679,3 +679,138 @@ def test_every_fast_backend_is_covered():
         if b.name != "reference"
     }
     assert registered == {tuple(p.values) for p in ALL_PAIRS}
+
+
+# ---------------------------------------------------------------------------
+# Recurrent layers: the recurrent product r[t] = s[t-1] W^T + b inside the time loop
+
+
+def _recurrent_backends(neuron: str) -> list:
+    return [
+        pytest.param(neuron, b.name, id=f"{neuron}-{b.name}")
+        for b in backends_for(model_of(DEFAULTS[neuron]))
+        if b.name != "reference" and b.caps.recurrent
+    ]
+
+
+RECURRENT_PAIRS = [p for n in DEFAULTS for p in _recurrent_backends(n)]
+
+
+def _recurrent_run(params, x, state, weight, bias, previous, backend, record, upstream):
+    leaves = {
+        "x": x.detach().clone().requires_grad_(),
+        "weight": weight.detach().clone().requires_grad_(),
+        "previous": previous.detach().clone().requires_grad_(),
+        **{f"state.{n}": v.detach().clone().requires_grad_() for n, v in zip(state._fields, state)},
+    }
+    if bias is not None:
+        leaves["bias"] = bias.detach().clone().requires_grad_()
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        if isinstance(value, torch.Tensor) and value.requires_grad:
+            leaves[f"params.{f.name}"] = value
+    neuron_state = type(state)(*[leaves[f"state.{n}"] for n in state._fields])
+    result = spikeflow.scan(
+        params, leaves["x"], spikeflow.RecurrentState(neuron_state, leaves["previous"]),
+        backend=backend, record=record, recurrent_weight=leaves["weight"],
+        recurrent_bias=leaves.get("bias"),
+    )
+    loss = (result.output * upstream["output"]).sum()
+    loss = loss + sum((v * upstream[f"state.{n}"]).sum()
+                      for n, v in zip(result.state.neuron._fields, result.state.neuron))
+    if record:
+        loss = loss + sum((v * upstream[f"trajectory.{n}"]).sum()
+                          for n, v in zip(result.trajectory._fields, result.trajectory))
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+    run = Run(result.output, result.state, result.trajectory)
+    run.grads = {k: _grad_or_zeros(g, v) for (k, v), g in zip(leaves.items(), grads)}
+    return run
+
+
+def assert_recurrent_equivalent(backend_name, params, x, state, weight, bias, previous, *,
+                                record: bool, seed: int = 0) -> None:
+    """Like :func:`assert_equivalent`, for a recurrent layer (gradients also w.r.t. the
+    recurrent weight, bias and the previous output)."""
+    model = model_of(params)
+    backend = _backend(model.name, backend_name)
+    reason = backend.why_not(params, x, True)
+    if reason is not None:
+        pytest.skip(f"backend {backend_name!r} cannot run this call: {reason}")
+    gen = torch.Generator().manual_seed(seed + 1)
+    upstream = {"output": torch.randn(x.shape, generator=gen, dtype=x.dtype)}
+    for name in state._fields:
+        upstream[f"state.{name}"] = torch.randn(x.shape[1:], generator=gen, dtype=x.dtype)
+        upstream[f"trajectory.{name}"] = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    args = (params, x, state, weight, bias, previous)
+    ref = _recurrent_run(*args, "reference", record, upstream)
+    got = _recurrent_run(*args, backend_name, record, upstream)
+    if model.name in SPIKING:
+        diff = (got.output != ref.output).sum().item()
+        assert diff == 0, f"{backend_name}: {diff} of {ref.output.numel()} outputs differ (recurrent)"
+    else:
+        _close(got.output, ref.output, x.dtype, "output")
+    for name, a, b in zip(ref.state.neuron._fields, got.state.neuron, ref.state.neuron):
+        _close(a, b, x.dtype, f"final state.{name}")
+    _close(got.state.output, ref.state.output, x.dtype, "final state.output")
+    if record:
+        for name, a, b in zip(ref.trajectory._fields, got.trajectory, ref.trajectory):
+            _close(a, b, x.dtype, f"trajectory.{name}")
+    assert got.grads.keys() == ref.grads.keys()
+    for key in ref.grads:
+        _close(got.grads[key], ref.grads[key], x.dtype, f"gradient w.r.t. {key} (recurrent)")
+
+
+def _recurrent_params(neuron: str, features: int, dtype, gen, learnable: bool):
+    beta = _uniform((features,), dtype, gen, 0.6, 0.95)
+    if learnable and neuron != "asn":
+        beta = _learnable(beta)
+    if neuron == "lif":
+        return LIFParams(beta=beta, threshold=0.8, surrogate=sg.sigmoid(4.0))
+    if neuron == "cuba_lif":
+        return CubaLIFParams(alpha=0.7, beta=beta, threshold=0.6, order="membrane_first")
+    if neuron == "asn":
+        return ASNParams(m_f=0.3, h=1.5)
+    if neuron == "graded_lif":
+        return GradedLIFParams(beta=beta, threshold=1.0)
+    return LIParams(beta=beta)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("record", [False, True], ids=["plain", "record"])
+@pytest.mark.parametrize("steps,bias", [(1, True), (9, False), (60, True)])
+@pytest.mark.parametrize("neuron,backend", RECURRENT_PAIRS)
+def test_recurrent_grid(neuron, backend, steps, bias, record, dtype):
+    gen = torch.Generator().manual_seed(steps * 7 + record)
+    batch, features = 3, 6
+    params = _recurrent_params(neuron, features, dtype, gen, learnable=True)
+    x = _input(neuron, (steps, batch, features), dtype, gen)
+    state = _random_state(neuron, (batch, features), dtype, gen)
+    weight = _randn((features, features), dtype, gen, 0.4)
+    b = _randn((features,), dtype, gen, 0.1) if bias else None
+    previous = (torch.rand((batch, features), generator=gen, dtype=torch.float64) < 0.3).to(dtype)
+    assert_recurrent_equivalent(backend, params, x, state, weight, b, previous, record=record)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    pair=st.sampled_from([p.values for p in RECURRENT_PAIRS] or [("lif", "reference")]),
+    steps=st.integers(1, 40), batch=st.integers(1, 4), features=st.integers(1, 9),
+    record=st.booleans(), seed=st.integers(0, 2**16),
+)
+def test_recurrent_random(pair, steps, batch, features, record, seed):
+    neuron, backend = pair
+    gen = torch.Generator().manual_seed(seed)
+    dtype = torch.float32
+    params = _recurrent_params(neuron, features, dtype, gen, learnable=seed % 2 == 0)
+    x = _input(neuron, (steps, batch, features), dtype, gen)
+    state = _random_state(neuron, (batch, features), dtype, gen)
+    weight = _randn((features, features), dtype, gen, 0.5)
+    previous = torch.zeros(batch, features, dtype=dtype)
+    assert_recurrent_equivalent(backend, params, x, state, weight, None, previous, record=record,
+                                seed=seed)
+
+
+def test_every_recurrent_backend_is_covered():
+    assert {("lif", "cpu"), ("cuba_lif", "cpu"), ("asn", "cpu"), ("li", "cpu")} <= {
+        tuple(p.values) for p in RECURRENT_PAIRS
+    }

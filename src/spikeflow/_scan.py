@@ -196,5 +196,8 @@ def scan(
     output, final, trajectory = chosen.run(model, values, x_compute, state, recurrent, record)
     check_state(type(params).__name__.removesuffix("Params"), x, state, values, final)
     if recurrent is not None:
-        final = RecurrentState(final, output[-1])
+        # A copy, not the view output[-1]: the next call's recurrent product then reads an
+        # operand aligned as within one call (BLAS may round differently otherwise), so
+        # a sequence fed in pieces gives the spikes of the whole.
+        final = RecurrentState(final, output[-1].clone())
     return ScanResult(output if output.dtype == out_dtype else output.to(out_dtype), final, trajectory)

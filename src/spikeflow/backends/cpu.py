@@ -18,7 +18,8 @@ reason with the compiler's output; an explicit ``backend="cpu"`` then raises it,
 and ``backend="auto"`` warns once and uses the next backend.
 
 Supported: ``lif``, ``cuba_lif`` (without ``alpha_rec``), ``asn``, ``graded_lif``,
-``li``; float32 and float64; CPU tensors; no recurrent weights. Gradients reach the
+``li``; float32 and float64; CPU tensors; recurrent weights through
+:mod:`.cpu_recurrent` (the product inside the time loop). Gradients reach the
 input, every initial-state field and every numeric parameter tensor that requires
 grad (ASN parameters are fixed configuration).
 
@@ -673,8 +674,16 @@ _scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)
 def run_cpu(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTuple,
             recurrent: Any, record: bool):
     """Run ``model`` over ``x`` with the fused kernel (see the module docstring)."""
-    if recurrent is not None:  # pragma: no cover - the registry never routes these here
-        raise ValueError("the cpu backend does not run recurrent layers")
+    if recurrent is not None:
+        if torch.compiler.is_compiling():
+            # The per-step kernel calls of a recurrent layer are not traceable; the
+            # reference loop computes the same values and traces.
+            from .reference import run_reference
+
+            return run_reference(model, values, x, state, recurrent, record)
+        from .cpu_recurrent import run_recurrent
+
+        return run_recurrent(model, values, x, state, recurrent, record)
     neuron = _NEURONS[model.name]
     ns = len(neuron.fields)
     x = x.contiguous()
@@ -702,6 +711,14 @@ def run_cpu(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTuple,
             traj = results[1 + ns :] if record else None
         else:
             out, traj, _, fin = _forward(call, x, states, params, checkpoints=False)
+    return _assemble(model, neuron, state, x, out, fin, traj, record)
+
+
+def _assemble(model: NeuronModel, neuron: _Neuron, state: NamedTuple, x: torch.Tensor,
+              out: torch.Tensor, fin: Sequence[torch.Tensor], traj: Optional[Sequence[torch.Tensor]],
+              record: bool):
+    """(output, final state, trajectory) in the model's state type; fields the kernel
+    does not carry (``passthrough``) stay constant."""
     fields = dict(zip(neuron.fields, fin))
     traj_fields = dict(zip(neuron.fields, traj)) if record else {}
     for name in neuron.passthrough:  # not touched by the kernel: constant over time
@@ -724,7 +741,7 @@ def _register() -> None:
                 Capabilities(
                     dtypes=frozenset(_DTYPE_CODE),
                     devices=frozenset({"cpu"}),
-                    recurrent=False,
+                    recurrent=True,
                     params_check=neuron.params_check,
                     available=available,
                 ),
