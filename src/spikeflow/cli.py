@@ -819,5 +819,67 @@ def nir_import_command(graph: str, out: str, dt: float) -> None:
     click.echo(f"{len(net)} layers: {out}")
 
 
+# ------------------------------------------------------------------------- spikeflow bench
+
+
+@main.command("bench")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]),
+              help="Where to run  [default: cuda when available, else cpu]")
+@click.option("--only", multiple=True, metavar="NAME",
+              help="Run only this configuration (repeatable; default all): ceilings, lif_layer, mlp, "
+                   "open_neuromorphic, asn_seed, memory, resnet18.")
+@click.option("--impls", multiple=True, metavar="PREFIX",
+              help="Only implementations whose name starts with PREFIX (repeatable), e.g. spikeflow, snntorch.")
+@click.option("--quick", is_flag=True, help="Small sizes and few repeats: a smoke run of seconds to a minute.")
+@click.option("--repeats", type=click.IntRange(min=1), help="Timed rounds per case  [default: 10; --quick: 2]")
+@click.option("--warmup", type=click.IntRange(min=0), help="Untimed rounds before timing  [default: 2; --quick: 1]")
+@click.option("--threads", type=click.IntRange(min=0), default=0,
+              help="Torch threads (0: the cores available to the process).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--on-neurons", type=click.IntRange(min=1),
+              help="open_neuromorphic: neurons N  [default: 16384 on cuda, 4096 on cpu]")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="The report JSON (and the markdown beside it, .md)  [default: bench-results/bench_DEVICE.json]")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report JSON to this file.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def bench_command(device: Optional[str], only: tuple, impls: tuple, quick: bool, repeats: Optional[int],
+                  warmup: Optional[int], threads: int, seed: int, on_neurons: Optional[int], out: Optional[str],
+                  json_path: Optional[str], quiet: bool) -> None:
+    """Benchmark spikeflow against snnTorch, Norse and SpikingJelly (those installed).
+
+    Measures the device's ceilings (memory bandwidth from a large copy, float32 GEMM
+    rate), then runs each configuration with every implementation interleaved, and
+    writes one JSON report plus a markdown table; prints the summary of ratios against
+    the targets at the end. Peers that are not importable are recorded as unavailable.
+    """
+    import torch
+
+    from .bench.suite import default_out, make_options, resolve_names, run_suite, summary_markdown, write_suite
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise _usage_problem(ValueError("--device cuda: CUDA is not available here (torch.cuda.is_available() is False)"))
+    try:
+        resolve_names(only)
+    except ValueError as error:
+        raise _usage_problem(ValueError(f"--only: {error}")) from None
+    opts = make_options(device, threads, quick, repeats, warmup, seed, impls, not quiet)
+    out = out or default_out(device)
+    extra = {"open_neuromorphic": {"neurons": on_neurons}} if on_neurons else None
+    report = run_suite(opts, only, out, echo=lambda text: click.echo(text, err=True), extra=extra,
+                       command=["spikeflow"] + sys.argv[1:])
+    c = report["ceilings"]
+    click.echo(f"ceilings on {device}: {c['bandwidth_gb_per_s']:.1f} GB/s memory bandwidth (copy), "
+               f"{c['gemm_gflop_per_s']:.1f} GFLOP/s float32 GEMM, {c['torch_num_threads']} threads")
+    click.echo(summary_markdown(report["summary"]))
+    for name, cfg in report["configurations"].items():
+        if cfg.get("status") in ("unavailable", "failed"):
+            click.echo(f"{name}: {cfg['status']}: {cfg.get('reason')}")
+    if json_path:
+        write_suite(report, json_path)
+    click.echo(f"report: {out} and {out[:-5] if out.endswith('.json') else out}.md ({report['wall_s']} s)")
+
+
 if __name__ == "__main__":  # pragma: no cover - `python -m spikeflow.cli`
     main()

@@ -28,6 +28,7 @@ __all__ = [
     "quantile",
     "round_robin",
     "summarize",
+    "synchronizer",
     "write_report",
 ]
 
@@ -220,3 +221,14 @@ def write_report(report: dict, path: str) -> None:
         json.dump(report, f, indent=2, allow_nan=False, default=str)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def synchronizer(device) -> Callable[[], None]:
+    """A function that waits for the work queued on ``device`` (``torch.cuda.synchronize``
+    on CUDA, nothing on CPU): call it before reading the clock around GPU work."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return lambda: torch.cuda.synchronize(dev)
+    return lambda: None
