@@ -6,7 +6,10 @@ time-major input ``x`` of shape ``[T, B, *features]`` and returns a :class:`Scan
 
 - ``"reference"``: a loop over the step function (every neuron, device, dtype).
 - ``"cpu"``: fused C++/OpenMP kernels whose forward and backward each walk the
-  whole sequence once (see :mod:`spikeflow.backends.cpu`).
+  whole sequence once (see :mod:`spikeflow.backends.cpu`); recurrent layers step by
+  step with the recurrent product between kernel steps.
+- ``"triton"``: the same design as Triton GPU kernels, for CUDA tensors (see
+  :mod:`spikeflow.backends.triton`).
 
 ``backend="auto"`` (the default) picks the fastest backend that supports the call.
 
