@@ -46,9 +46,9 @@ def test_floors_follow_the_formulas():
     # 2*100*32*1024*4 = 26,214,400 bytes at 10 GB/s = 2.62144 ms
     assert ceilings.bandwidth_floor_ms(26_214_400, c) == pytest.approx(2.62144)
     flops = ceilings.mlp_flops(100, 64, (784, 512, 10))
-    assert flops == 6 * 100 * 64 * (784 * 512 + 512 * 10)
+    assert flops == 4 * 100 * 64 * 784 * 512 + 6 * 100 * 64 * 512 * 10  # the data needs no gradient
     assert ceilings.gemm_floor_ms(flops, c) == pytest.approx(flops / 100e9 * 1e3)
-    assert ceilings.mlp_flops(500, 16, (16384, 16384)) == 6 * 500 * 16 * 16384**2
+    assert ceilings.mlp_flops(500, 16, (16384, 16384)) == 4 * 500 * 16 * 16384**2
     assert ceilings.ratio_to_floor(5.0, 2.0) == 2.5
     assert ceilings.ratio_to_floor(None, 2.0) is None and ceilings.bandwidth_floor_ms(1, {}) is None
 

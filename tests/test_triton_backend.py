@@ -388,8 +388,9 @@ def register_interpreter_backend() -> None:
     """Register ``run_triton`` as ``"triton_interpret"`` for CPU tensors (child processes
     only: the kernels then run in Triton's interpreter)."""
     from spikeflow.backends import Backend, Capabilities, register_backend
+    from spikeflow.backends._fused import NEURONS as FUSED
 
-    for name, neuron in triton_backend._NEURONS.items():
+    for name, neuron in FUSED.items():
         register_backend(Backend(
             INTERPRET, name, triton_backend.run_triton,
             Capabilities(dtypes=triton_backend._DTYPES, devices=frozenset({"cpu"}),

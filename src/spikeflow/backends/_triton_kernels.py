@@ -29,7 +29,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-# Neuron codes (the NeuronCode enum of scan.cpp; spikeflow.backends.triton._NEURONS).
+# Neuron codes (the NeuronCode enum of scan.cpp; spikeflow.backends._fused.NEURONS).
 LIF, CUBA, ASN, GRADED, LI = 0, 1, 2, 3, 4
 
 

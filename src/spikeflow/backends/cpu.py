@@ -42,15 +42,24 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..neurons._base import NeuronModel, Reset
+from ..neurons._base import NeuronModel
 from ..neurons.asn import ASNInput
 from ..neurons.cuba import CubaOrder
-from ._registry import Backend, Capabilities, register_backend
+from ._fused import (
+    NEURONS,
+    RESET_CODE,
+    FusedNeuron,
+    assemble,
+    contiguous_grad,
+    needs_grad,
+    register_fused,
+    unpack,
+)
 
 __all__ = ["available", "library_path"]
 
@@ -295,7 +304,6 @@ def _lib() -> ctypes.CDLL:
 
 # Configuration layout: see enum Cfg in scan.cpp.
 _CFG_SIZE = 8
-_RESET_CODE = {Reset.SUBTRACT: 0, Reset.ZERO: 1, Reset.NONE: 2}
 
 
 def _config(values: Any) -> list[float]:
@@ -306,7 +314,7 @@ def _config(values: Any) -> list[float]:
         cfg[1] = float(surrogate.alpha)
     reset = getattr(values, "reset", None)
     if reset is not None:
-        cfg[2] = float(_RESET_CODE[reset])
+        cfg[2] = float(RESET_CODE[reset])
     cfg[3] = float(bool(getattr(values, "detach_reset", False)))
     cfg[4] = float(getattr(values, "gain", 1.0))
     cfg[5] = float(getattr(values, "order", None) is CubaOrder.CURRENT_FIRST)
@@ -314,56 +322,6 @@ def _config(values: Any) -> list[float]:
     cfg[7] = float(getattr(values, "input", None) is ASNInput.SPIKES)
     return cfg
 
-
-@dataclass(frozen=True)
-class _Neuron:
-    """How a neuron model maps onto its kernel struct.
-
-    Attributes:
-        code: the neuron's code in scan.cpp (``NeuronCode``).
-        fields: the state fields the kernel carries, in the struct's order.
-        params: the numeric parameters, in the struct's order.
-        learnable: how many leading ``params`` have gradients (the struct's NG).
-        passthrough: state fields the kernel does not touch (kept unchanged).
-        no_grad_fields: ``no_grad_fields(values)``: kernel fields that do not reach the
-            output (their initial value gets no gradient).
-        params_check: a parameter-dependent limitation, or None.
-    """
-
-    code: int
-    fields: tuple[str, ...]
-    params: tuple[str, ...]
-    learnable: int
-    passthrough: tuple[str, ...] = ()
-    no_grad_fields: Callable[[Any], frozenset] = lambda values: frozenset()
-    params_check: Optional[Callable[[Any], Optional[str]]] = None
-
-
-def _cuba_check(params: Any) -> Optional[str]:
-    if getattr(params, "alpha_rec", None) is not None:
-        return (
-            "alpha_rec (a separate recurrent synaptic current) is not supported by the cpu "
-            "kernels"
-        )
-    return None
-
-
-_NEURONS: dict[str, _Neuron] = {
-    "lif": _Neuron(0, ("v",), ("beta", "threshold"), 2),
-    "cuba_lif": _Neuron(
-        1, ("v", "i"), ("alpha", "beta", "threshold"), 3, passthrough=("i_rec",),
-        params_check=_cuba_check,
-    ),
-    "asn": _Neuron(
-        2,
-        ("i", "s_dyn", "theta_dyn", "s_hat"),
-        ("d_beta", "d_phi", "d_eta", "d_gamma", "m_f", "theta0", "h", "bias"),
-        0,
-        no_grad_fields=lambda v: frozenset({0}) if v.input is ASNInput.CURRENT else frozenset(),
-    ),
-    "graded_lif": _Neuron(3, ("v", "o"), ("beta", "threshold", "penalty"), 3),
-    "li": _Neuron(4, ("v",), ("beta",), 1),
-}
 
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
 
@@ -417,7 +375,7 @@ def _empty_large(like: torch.Tensor) -> torch.Tensor:
 class _Call(NamedTuple):
     """Everything static about one scan call."""
 
-    neuron: _Neuron
+    neuron: FusedNeuron
     dtype: int
     cfg: Any  # ctypes double array
     no_grad_fields: frozenset
@@ -476,10 +434,6 @@ def _forward(call: _Call, x: torch.Tensor, states: Sequence[torch.Tensor],
     return out, post, ckpt, fin
 
 
-def _contiguous_grad(g: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return None if g is None else g.contiguous()
-
-
 def _backward(call: _Call, x: torch.Tensor, states: Sequence[torch.Tensor],
               kept: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
               g_out: Optional[torch.Tensor], g_fin: Sequence[Optional[torch.Tensor]],
@@ -490,8 +444,8 @@ def _backward(call: _Call, x: torch.Tensor, states: Sequence[torch.Tensor],
     neuron = call.neuron
     ns = len(neuron.fields)
     post, ckpt = (kept, None) if call.record else (None, kept)
-    g_fin = [_contiguous_grad(g) for g in g_fin]
-    g_traj = [_contiguous_grad(g) for g in g_traj] if call.record else [None] * ns
+    g_fin = [contiguous_grad(g) for g in g_fin]
+    g_traj = [contiguous_grad(g) for g in g_traj] if call.record else [None] * ns
     g_x = _empty_large(x) if needs[0] else None
     g_init = [
         torch.empty_like(s) if needs[1 + k] and k not in call.no_grad_fields else None
@@ -503,7 +457,7 @@ def _backward(call: _Call, x: torch.Tensor, states: Sequence[torch.Tensor],
     ]
     T, M = x.shape[0], x[0].numel()
     arrays, strides = _param_arrays(params, x.shape[1:])
-    g_out = _contiguous_grad(g_out)
+    g_out = contiguous_grad(g_out)
     rc = _lib().sf_backward(
         neuron.code, call.dtype, T, M, x.data_ptr(), _ptrs(states),
         None if post is None else _ptrs(post), None if ckpt is None else _ptrs(ckpt),
@@ -558,9 +512,9 @@ class _FusedScan(torch.autograd.Function):
 
 def _call_from(neuron: str, cfg: Sequence[float], record: bool, interval: int,
                no_grad_mask: int, dtype: torch.dtype) -> _Call:
-    no_grad = frozenset(k for k in range(len(_NEURONS[neuron].fields)) if no_grad_mask >> k & 1)
+    no_grad = frozenset(k for k in range(len(NEURONS[neuron].fields)) if no_grad_mask >> k & 1)
     return _Call(
-        _NEURONS[neuron], _DTYPE_CODE[dtype], (ctypes.c_double * _CFG_SIZE)(*cfg), no_grad,
+        NEURONS[neuron], _DTYPE_CODE[dtype], (ctypes.c_double * _CFG_SIZE)(*cfg), no_grad,
         record, interval,
     )
 
@@ -568,9 +522,9 @@ def _call_from(neuron: str, cfg: Sequence[float], record: bool, interval: int,
 def _check_op_args(neuron: str, x: torch.Tensor, states: Sequence[torch.Tensor],
                    params: Sequence[torch.Tensor], kept: Sequence[torch.Tensor] = ()) -> None:
     """The operators take raw pointers: refuse what the kernel would misread."""
-    if neuron not in _NEURONS:
-        raise ValueError(f"spikeflow::cpu_scan: unknown neuron {neuron!r} (known: {sorted(_NEURONS)})")
-    spec = _NEURONS[neuron]
+    if neuron not in NEURONS:
+        raise ValueError(f"spikeflow::cpu_scan: unknown neuron {neuron!r} (known: {sorted(NEURONS)})")
+    spec = NEURONS[neuron]
     if len(states) != len(spec.fields) or len(params) != len(spec.params):
         raise ValueError(
             f"spikeflow::cpu_scan: {neuron} takes {len(spec.fields)} state fields {spec.fields} and "
@@ -628,7 +582,7 @@ def _scan_backward_op(x: torch.Tensor, states: list[torch.Tensor], kept: list[to
 @_scan_backward_op.register_fake
 def _(x, states, kept, params, neuron, cfg, record, interval, no_grad_mask, g_out, g_fin,
       g_traj, needs):
-    ns, learnable = len(states), _NEURONS[neuron].learnable
+    ns, learnable = len(states), NEURONS[neuron].learnable
     shapes = [x] + list(states)
     grads = [torch.empty_like(t) if needs[k] and (k == 0 or not no_grad_mask >> (k - 1) & 1)
              else x.new_empty(0) for k, t in enumerate(shapes)]
@@ -642,7 +596,7 @@ def _scan_op_setup(ctx, inputs, output):
     ns = len(states)
     ctx.static = (neuron, cfg, record, interval, no_grad_mask, ns)
     ctx.save_for_backward(x, *states, *output[1 + ns :], *params)
-    ctx.learnable = _NEURONS[neuron].learnable
+    ctx.learnable = NEURONS[neuron].learnable
     ctx.needs = [
         x.requires_grad, *[s.requires_grad for s in states],
         *[p.requires_grad for p in params],
@@ -684,11 +638,8 @@ def run_cpu(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTuple,
         from .cpu_recurrent import run_recurrent
 
         return run_recurrent(model, values, x, state, recurrent, record)
-    neuron = _NEURONS[model.name]
+    neuron, x, states, params = unpack(model, values, x, state)
     ns = len(neuron.fields)
-    x = x.contiguous()
-    states = [getattr(state, f).contiguous() for f in neuron.fields]
-    params = [getattr(values, name) for name in neuron.params]
     interval = _checkpoint_interval(ns, x.element_size())
     if torch.compiler.is_compiling():  # the registered operators (see above)
         mask = sum(1 << k for k in neuron.no_grad_fields(values))
@@ -704,50 +655,14 @@ def run_cpu(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTuple,
             record,
             interval,
         )
-        differentiable = [x, *states, *params[: neuron.learnable]]
-        if torch.is_grad_enabled() and any(t.requires_grad for t in differentiable):
+        if needs_grad(neuron, [x, *states, *params[: neuron.learnable]]):
             results = _FusedScan.apply(call, x, *states, *params)
             out, fin = results[0], results[1 : 1 + ns]
             traj = results[1 + ns :] if record else None
         else:
             out, traj, _, fin = _forward(call, x, states, params, checkpoints=False)
-    return _assemble(model, neuron, state, x, out, fin, traj, record)
+    return assemble(model, neuron, state, x, out, fin, traj, record)
 
 
-def _assemble(model: NeuronModel, neuron: _Neuron, state: NamedTuple, x: torch.Tensor,
-              out: torch.Tensor, fin: Sequence[torch.Tensor], traj: Optional[Sequence[torch.Tensor]],
-              record: bool):
-    """(output, final state, trajectory) in the model's state type; fields the kernel
-    does not carry (``passthrough``) stay constant."""
-    fields = dict(zip(neuron.fields, fin))
-    traj_fields = dict(zip(neuron.fields, traj)) if record else {}
-    for name in neuron.passthrough:  # not touched by the kernel: constant over time
-        value = getattr(state, name)
-        fields[name] = value
-        if record:
-            traj_fields[name] = value.unsqueeze(0).expand(x.shape).contiguous()
-    final = model.state_type(**fields)
-    trajectory = model.state_type(**traj_fields) if record else None
-    return out, final, trajectory
-
-
-def _register() -> None:
-    for name, neuron in _NEURONS.items():
-        register_backend(
-            Backend(
-                "cpu",
-                name,
-                run_cpu,
-                Capabilities(
-                    dtypes=frozenset(_DTYPE_CODE),
-                    devices=frozenset({"cpu"}),
-                    recurrent=True,
-                    params_check=neuron.params_check,
-                    available=available,
-                ),
-                priority=10,
-            )
-        )
-
-
-_register()
+register_fused("cpu", run_cpu, dtypes=frozenset(_DTYPE_CODE), devices=frozenset({"cpu"}),
+               recurrent=True, available=available, priority=10)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import cpu
+from ._fused import assemble, contiguous_grad, needs_grad, unpack
 from ..neurons._base import NeuronModel
 
 
@@ -115,8 +116,8 @@ class _FusedRecurrentScan(torch.autograd.Function):
         needs = ctx.needs_input_grad  # (call, x, weight, bias, previous, *states, *params)
         T, M = u.shape[0], u[0].numel()
         loop = _Loop(call, u, params)
-        g_fin = [cpu._contiguous_grad(g) for g in g_rest[:ns]]
-        g_traj = [cpu._contiguous_grad(g) for g in g_rest[ns:]] if call.record else [None] * ns
+        g_fin = [contiguous_grad(g) for g in g_rest[:ns]]
+        g_traj = [contiguous_grad(g) for g in g_rest[ns:]] if call.record else [None] * ns
         g_u = cpu._empty_large(u)
         learn = [k < neuron.learnable and needs[5 + ns + k] for k in range(len(params))]
         g_prm_step = [torch.empty_like(u[0]) if want else None for want in learn]
@@ -173,18 +174,14 @@ def run_recurrent(model: NeuronModel, values: Any, x: torch.Tensor, state: Named
                   recurrent: tuple, record: bool):
     """``cpu.run_cpu`` for a layer with recurrent weights (see the module docstring)."""
     weight, bias, previous = recurrent
-    neuron = cpu._NEURONS[model.name]
+    neuron, x, states, params = unpack(model, values, x, state)
     ns = len(neuron.fields)
-    x = x.contiguous()
-    states = [getattr(state, f).contiguous() for f in neuron.fields]
-    params = [getattr(values, name) for name in neuron.params]
     call = cpu._Call(
         neuron, cpu._DTYPE_CODE[x.dtype], (ctypes.c_double * cpu._CFG_SIZE)(*cpu._config(values)),
         neuron.no_grad_fields(values), record, 1,
     )
     weight, previous = weight.contiguous(), previous.contiguous()
-    differentiable = [x, weight, bias, previous, *states, *params[: neuron.learnable]]
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in differentiable):
+    if needs_grad(neuron, [x, weight, bias, previous, *states, *params[: neuron.learnable]]):
         results = _FusedRecurrentScan.apply(call, x, weight, bias, previous, *states, *params)
         out, fin = results[0], results[1 : 1 + ns]
         traj = results[1 + ns :] if record else None
@@ -194,4 +191,4 @@ def run_recurrent(model: NeuronModel, values: Any, x: torch.Tensor, state: Named
                                                           keep_all=record)
         fin = [f[-1].clone() for f in kept] if record else kept
         traj = kept if record else None
-    return cpu._assemble(model, neuron, state, x, out, fin, traj, record)
+    return assemble(model, neuron, state, x, out, fin, traj, record)

@@ -36,16 +36,23 @@ import functools
 import importlib.util
 import math
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..neurons._base import NeuronModel, Reset
+from ..neurons._base import NeuronModel
 from ..neurons.asn import ASNInput
 from ..neurons.cuba import CubaOrder
-from ._registry import Backend, Capabilities, register_backend
+from ._fused import (
+    RESET_CODE,
+    FusedNeuron,
+    assemble,
+    contiguous_grad,
+    needs_grad,
+    register_fused,
+    unpack,
+)
 
 __all__ = ["available", "run_triton"]
 
@@ -114,66 +121,13 @@ def _kernels():
 # Per-neuron description (codes and orders as in _triton_kernels.py / scan.cpp)
 
 
-@dataclass(frozen=True)
-class _Neuron:
-    """How a neuron model maps onto the kernels (as :mod:`.cpu`'s table).
-
-    Attributes:
-        code: the ``NEURON`` constexpr of the kernels.
-        fields: the state fields the kernel carries (s0, s1, ...).
-        params: the numeric parameters (p0, p1, ...).
-        learnable: how many leading ``params`` have gradients.
-        spiking: whether the step has a surrogate (its backward takes ``SURR``).
-        passthrough: state fields the kernel does not touch (kept unchanged).
-        no_grad_fields: kernel fields whose initial value gets no gradient.
-        params_check: a parameter-dependent limitation, or None.
-    """
-
-    code: int
-    fields: tuple[str, ...]
-    params: tuple[str, ...]
-    learnable: int
-    spiking: bool
-    passthrough: tuple[str, ...] = ()
-    no_grad_fields: Callable[[Any], frozenset] = lambda values: frozenset()
-    params_check: Optional[Callable[[Any], Optional[str]]] = None
-
-
-def _cuba_check(params: Any) -> Optional[str]:
-    if getattr(params, "alpha_rec", None) is not None:
-        return (
-            "alpha_rec (a separate recurrent synaptic current) is not supported by the triton "
-            "kernels"
-        )
-    return None
-
-
-_NEURONS: dict[str, _Neuron] = {
-    "lif": _Neuron(0, ("v",), ("beta", "threshold"), 2, True),
-    "cuba_lif": _Neuron(
-        1, ("v", "i"), ("alpha", "beta", "threshold"), 3, True, passthrough=("i_rec",),
-        params_check=_cuba_check,
-    ),
-    "asn": _Neuron(
-        2,
-        ("i", "s_dyn", "theta_dyn", "s_hat"),
-        ("d_beta", "d_phi", "d_eta", "d_gamma", "m_f", "theta0", "h", "bias"),
-        0,
-        True,
-        no_grad_fields=lambda v: frozenset({0}) if v.input is ASNInput.CURRENT else frozenset(),
-    ),
-    "graded_lif": _Neuron(3, ("v", "o"), ("beta", "threshold", "penalty"), 3, False),
-    "li": _Neuron(4, ("v",), ("beta",), 1, False),
-}
-
 _DTYPES = frozenset({torch.float32, torch.float64})
-_RESET_CODE = {Reset.SUBTRACT: 0, Reset.ZERO: 1, Reset.NONE: 2}
 
 
 class _Call(NamedTuple):
     """Everything static about one scan call."""
 
-    neuron: _Neuron
+    neuron: FusedNeuron
     config: dict  # the kernels' settings constexprs
     detach: bool  # detach_reset
     surrogate: int  # SurrogateKind value (0 for the smooth neurons)
@@ -186,7 +140,7 @@ class _Call(NamedTuple):
 def _settings(values: Any) -> tuple[dict, int, tuple[float, float]]:
     reset = getattr(values, "reset", None)
     config = dict(
-        RESET=_RESET_CODE[reset] if reset is not None else 0,
+        RESET=RESET_CODE[reset] if reset is not None else 0,
         CUR_FIRST=getattr(values, "order", None) is CubaOrder.CURRENT_FIRST,
         NORMALIZE=bool(getattr(values, "normalize", False)),
         ASN_SPIKES=getattr(values, "input", None) is ASNInput.SPIKES,
@@ -286,10 +240,6 @@ def _forward(call: _Call, x: torch.Tensor, states: Sequence[torch.Tensor],
     return out, post, ckpt, fin
 
 
-def _contiguous_grad(g: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return None if g is None else g.contiguous()
-
-
 def _mask(tensors: Sequence[Optional[torch.Tensor]]) -> int:
     return sum(1 << k for k, t in enumerate(tensors) if t is not None)
 
@@ -322,9 +272,9 @@ class _TritonScan(torch.autograd.Function):
         post = saved[1 + ns : kept] if call.record else None
         ckpt = None if call.record else saved[1 + ns]
         params = saved[kept:]
-        g_fin = [_contiguous_grad(g) for g in g_rest[:ns]]
-        g_traj = [_contiguous_grad(g) for g in g_rest[ns:]] if call.record else [None] * ns
-        g_out = _contiguous_grad(g_out)
+        g_fin = [contiguous_grad(g) for g in g_rest[:ns]]
+        g_traj = [contiguous_grad(g) for g in g_rest[ns:]] if call.record else [None] * ns
+        g_out = contiguous_grad(g_out)
         needs = ctx.needs_input_grad  # (call, x, *states, *params)
         T, M = x.shape[0], x[0].numel()
         g_x = torch.empty_like(x) if needs[1] else None
@@ -373,11 +323,8 @@ def run_triton(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTup
     """Run ``model`` over ``x`` with the Triton kernels (see the module docstring)."""
     if recurrent is not None:  # pragma: no cover - the registry never routes these here
         raise ValueError("the triton backend does not run recurrent layers")
-    neuron = _NEURONS[model.name]
+    neuron, x, states, params = unpack(model, values, x, state)
     ns = len(neuron.fields)
-    x = x.contiguous()
-    states = [getattr(state, f).contiguous() for f in neuron.fields]
-    params = [getattr(values, name) for name in neuron.params]
     config, kind, consts = _settings(values)
     call = _Call(
         neuron,
@@ -389,42 +336,14 @@ def run_triton(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTup
         record,
         _checkpoint_interval(x.shape[0]),
     )
-    differentiable = [x, *states, *params[: neuron.learnable]]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in differentiable):
+    if needs_grad(neuron, [x, *states, *params[: neuron.learnable]]):
         results = _TritonScan.apply(call, x, *states, *params)
         out, fin = results[0], results[1 : 1 + ns]
         traj = results[1 + ns :] if record else None
     else:
         out, traj, _, fin = _forward(call, x, states, params, checkpoints=False)
-    fields = dict(zip(neuron.fields, fin))
-    traj_fields = dict(zip(neuron.fields, traj)) if record else {}
-    for name in neuron.passthrough:  # not touched by the kernel: constant over time
-        value = getattr(state, name)
-        fields[name] = value
-        if record:
-            traj_fields[name] = value.unsqueeze(0).expand(x.shape).contiguous()
-    final = model.state_type(**fields)
-    trajectory = model.state_type(**traj_fields) if record else None
-    return out, final, trajectory
+    return assemble(model, neuron, state, x, out, fin, traj, record)
 
 
-def _register() -> None:
-    for name, neuron in _NEURONS.items():
-        register_backend(
-            Backend(
-                "triton",
-                name,
-                run_triton,
-                Capabilities(
-                    dtypes=_DTYPES,
-                    devices=frozenset({"cuda"}),
-                    recurrent=False,
-                    params_check=neuron.params_check,
-                    available=available,
-                ),
-                priority=20,
-            )
-        )
-
-
-_register()
+register_fused("triton", run_triton, dtypes=_DTYPES, devices=frozenset({"cuda"}), recurrent=False,
+               available=available, priority=20)

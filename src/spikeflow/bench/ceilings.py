@@ -169,16 +169,23 @@ def lif_bytes(T: int, B: int, N: int, mode: str, dtype_bytes: int = FLOAT32_BYTE
     return arrays[mode] * T * B * N * dtype_bytes
 
 
-def linear_lif_flops(T: int, B: int, n_in: int, n_out: int, backward: bool = True) -> int:
+def linear_lif_flops(T: int, B: int, n_in: int, n_out: int, backward: bool = True,
+                     grad_input: bool = True) -> int:
     """GEMM flops of one ``Linear(n_in -> n_out)`` over ``T*B`` rows: ``2*T*B*n_in*n_out``
-    for the forward, three GEMMs (forward, grad input, grad weight) with ``backward``."""
-    return (3 if backward else 1) * 2 * T * B * n_in * n_out
+    per GEMM; the forward is one, the backward adds the weight gradient and, when the
+    layer's input needs one (not for data), the input gradient."""
+    gemms = 1 + (1 + int(grad_input) if backward else 0)
+    return gemms * 2 * T * B * n_in * n_out
 
 
 def mlp_flops(T: int, B: int, sizes, backward: bool = True) -> int:
-    """GEMM flops of a stack of Linear layers ``sizes = (784, H, 10)``: with backward
-    ``6*T*B*sum(n_in*n_out)`` (the LIF and elementwise work is not counted)."""
-    return sum(linear_lif_flops(T, B, a, b, backward) for a, b in zip(sizes[:-1], sizes[1:]))
+    """GEMM flops of a stack of Linear layers ``sizes = (784, H, 10)`` fed with data:
+    with backward ``4*T*B*784*H`` for the first (no input gradient) plus
+    ``6*T*B*n_in*n_out`` for each later one (the LIF and elementwise work is not counted)."""
+    return sum(
+        linear_lif_flops(T, B, a, b, backward, grad_input=k > 0)
+        for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+    )
 
 
 def bandwidth_floor_ms(nbytes: float, ceilings: dict) -> Optional[float]:

@@ -10,7 +10,8 @@
 - Every library gets the same weights and is built as in :mod:`.mlp` (spikeflow
   ``nn.Sequential``, snnTorch ``Leaky`` loop, Norse ``SequentialState`` loop,
   SpikingJelly multi-step ``layer.Linear + LIFNode``).
-- Floor: GEMM work, ``6*T*B*N^2`` flops / measured GEMM rate.
+- Floor: GEMM work, ``4*T*B*N^2`` flops (forward and weight gradient; the input is data)
+  / measured GEMM rate.
 
 The published numbers (RTX 4090, N = 16,384) are included as reference values, marked
 "published, other machine": not comparable with this run unless it ran on that GPU.
@@ -93,7 +94,7 @@ def run(opts: BenchOptions, neurons: Optional[int] = None) -> dict:
         "name": "open_neuromorphic",
         "description": f"Open Neuromorphic setup: Linear({N}->{N}) + LIF, B={B}, T={T}, forward+backward, "
         f"loss output.sum(), on {opts.device} (N: {n_source}; published setting: N=16384); "
-        "GEMM floor = 6*T*B*N^2 flops / measured GEMM rate",
+        "GEMM floor = 4*T*B*N^2 flops (forward and weight gradient; the input is data) / measured GEMM rate",
         "settings": {"T": T, "B": B, "neurons": N, "neurons_source": n_source, "published_neurons": 16384,
                      "input": f"Bernoulli({INPUT_RATE}) spikes [T, B, N]", "loss": "output.sum()",
                      "repeats": repeats, "warmup": warmup, "threads": torch.get_num_threads()},
