@@ -19,6 +19,7 @@ from spikeflow import nn as snn
 from spikeflow import surrogate as sg
 from spikeflow.backends import cpu as cpu_backend
 from spikeflow.backends._fused import NEURONS as FUSED
+from spikeflow.backends._fused import config
 from spikeflow.neurons import ASNParams, CubaLIFParams, GradedLIFParams, LIFParams, LIParams
 
 pytestmark = pytest.mark.skipif(cpu_backend.available() is not None,
@@ -122,7 +123,7 @@ def test_operators_pass_opcheck(name, record):
     prm = [getattr(values, p) for p in neuron.params]
     states = [getattr(state, f).detach().requires_grad_() for f in neuron.fields]
     args = (x.detach().requires_grad_(), states, prm, name,
-            cpu_backend._config(values), record, cpu_backend._checkpoint_interval(len(neuron.fields), 4), 0)
+            config(values), record, cpu_backend._checkpoint_interval(len(neuron.fields), 4), 0)
     torch.library.opcheck(cpu_backend._scan_op, args)
 
 
@@ -130,7 +131,7 @@ def test_operators_refuse_what_the_kernel_would_misread():
     params, x, state = _case("cuba_lif", False, T=4, shape=(2, 3))
     values = spikeflow.neurons.model_of(params).materialize(params, torch.float32, x.device)
     prm = [getattr(values, p) for p in FUSED["cuba_lif"].params]
-    cfg = cpu_backend._config(values)
+    cfg = config(values)
     with pytest.raises(ValueError, match=r"cuba_lif takes 2 state fields \('v', 'i'\) .* got 3"):
         cpu_backend._scan_op(x.detach(), list(state), prm, "cuba_lif", cfg, False, 4, 0)
     with pytest.raises(ValueError, match="unknown neuron 'lfi'"):

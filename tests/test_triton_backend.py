@@ -356,6 +356,48 @@ def _random_cases():
     return cases
 
 
+def _compile_cases():
+    """torch.compile(fullgraph=True) runs the kernels through the registered operators
+    (spikeflow::triton_scan and its backward): the same values as eager, bit for bit."""
+    cases = []
+    for neuron in ("lif", "cuba_lif", "asn", "li"):
+        for record in (False, True):
+            def compiled(backend, neuron=neuron, record=record):
+                eq = _eq()
+                gen = torch.Generator().manual_seed(600 + len(neuron) + record)
+                params = eq._representative(neuron, torch.float32, (4,), gen)
+                x = eq._input(neuron, (LONG, 2, 4), torch.float32, gen)
+                state = eq._random_state(neuron, (2, 4), torch.float32, gen)
+                device = eq._device_for(eq._backend(neuron, backend))
+                x, state = x.to(device), type(state)(*(v.to(device) for v in state))
+
+                def run(x, *fields):
+                    result = spikeflow.scan(params, x, type(state)(*fields), backend=backend,
+                                            record=record)
+                    total = result.output.sum() + sum(f.sum() for f in result.state)
+                    if record:
+                        total = total + sum((f * f).sum() for f in result.trajectory)
+                    return result.output, total
+
+                def grads(fn):
+                    leaves = [x.detach().clone().requires_grad_(), *[
+                        f.detach().clone().requires_grad_() for f in state]]
+                    out, total = fn(*leaves)
+                    return out, torch.autograd.grad(total, leaves, allow_unused=True)
+
+                torch._dynamo.reset()
+                expected, expected_grads = grads(run)
+                got, got_grads = grads(torch.compile(run, fullgraph=True, backend="aot_eager"))
+                assert torch.equal(got, expected)
+                for a, b in zip(got_grads, expected_grads):
+                    assert (a is None) == (b is None)
+                    if a is not None:
+                        assert torch.equal(a, b)
+
+            cases.append((f"compile-{neuron}-{'record' if record else 'plain'}", compiled))
+    return cases
+
+
 GROUPS = {
     "lif": _lif_cases,
     "cuba": _cuba_cases,
@@ -363,6 +405,7 @@ GROUPS = {
     "smooth": _smooth_cases,
     "misc": _misc_cases,
     "random": _random_cases,
+    "compile": _compile_cases,
 }
 
 
@@ -414,7 +457,7 @@ def _child_env(interpret: bool) -> dict:
 # The interpreter groups run in child processes, a few groups per child (starting
 # one costs seconds: torch, triton), two children at a time, started ahead of the
 # test that waits for them (only children with a group selected in this session).
-CHILDREN = (("lif", "smooth"), ("cuba", "asn"), ("misc", "random"))
+CHILDREN = (("lif", "smooth"), ("cuba", "asn"), ("misc", "random", "compile"))
 assert sorted(g for child in CHILDREN for g in child) == sorted(GROUPS)
 _PARALLEL = 2
 

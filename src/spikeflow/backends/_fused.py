@@ -119,3 +119,173 @@ def register_fused(name: str, run: Callable[..., tuple], *, dtypes: frozenset, d
                 priority=priority,
             )
         )
+
+
+# ---------------------------------------------------------------------------
+# Static settings as one list of numbers (what the kernels and the operators take)
+
+CFG_SIZE = 8  # surrogate kind, alpha, reset, detach_reset, gain, current_first, normalize, ASN spikes
+
+
+def config(values: Any) -> list[float]:
+    """A call's static settings: ``[surrogate kind, surrogate alpha, reset code,
+    detach_reset, gain, order is current_first, normalize, ASN input is spikes]``
+    (the layout of ``enum Cfg`` in scan.cpp; zeros where a neuron has no such setting)."""
+    from ..neurons.cuba import CubaOrder
+
+    cfg = [0.0] * CFG_SIZE
+    surrogate = getattr(values, "surrogate", None)
+    if surrogate is not None:
+        cfg[0] = float(surrogate.kind.value)
+        cfg[1] = float(surrogate.alpha)
+    reset = getattr(values, "reset", None)
+    if reset is not None:
+        cfg[2] = float(RESET_CODE[reset])
+    cfg[3] = float(bool(getattr(values, "detach_reset", False)))
+    cfg[4] = float(getattr(values, "gain", 1.0))
+    cfg[5] = float(getattr(values, "order", None) is CubaOrder.CURRENT_FIRST)
+    cfg[6] = float(bool(getattr(values, "normalize", False)))
+    cfg[7] = float(getattr(values, "input", None) is ASNInput.SPIKES)
+    return cfg
+
+
+def no_grad_mask(neuron: FusedNeuron, values: Any) -> int:
+    """``neuron.no_grad_fields(values)`` as a bit mask (bit k: field k)."""
+    return sum(1 << k for k in neuron.no_grad_fields(values))
+
+
+def fields_of(mask: int, count: int) -> frozenset:
+    return frozenset(k for k in range(count) if mask >> k & 1)
+
+
+# ---------------------------------------------------------------------------
+# The kernels as torch custom operators, for torch.compile
+#
+# Dynamo cannot trace into a ctypes call or a lazily made Triton launch, and an
+# autograd.Function around one is a graph break. Under torch.compile a fused backend
+# runs through two registered operators instead, ``spikeflow::<name>_scan`` and
+# ``spikeflow::<name>_scan_backward`` (the forward's autograd formula calls the
+# backward operator), which compiled graphs keep as opaque nodes with known output
+# shapes. Eager calls keep each backend's direct path: operator dispatch costs more
+# than a one-step scan.
+
+
+@dataclass(frozen=True)
+class KernelCalls:
+    """A fused backend's kernels, in the operators' terms.
+
+    ``forward(neuron, cfg, record, interval, mask, x, states, params)`` returns
+    ``(output, final states, kept)``, kept being the trajectory (``record``) or the
+    checkpoints in the backend's own layout; ``backward(neuron, cfg, record, interval,
+    mask, x, states, kept, params, g_out, g_fin, g_traj, needs)`` returns
+    ``(g_x, [g_state], [g_param])`` (None where not needed; ``needs`` covers
+    ``(x, *states, *params)``); ``kept_shapes(neuron, x, record, interval)`` gives the
+    shapes of kept.
+    """
+
+    name: str
+    devices: frozenset
+    dtypes: frozenset
+    forward: Callable[..., tuple]
+    backward: Callable[..., tuple]
+    kept_shapes: Callable[..., list]
+
+
+def _check_op_args(calls: KernelCalls, neuron: str, x: torch.Tensor, states: Sequence[torch.Tensor],
+                   params: Sequence[torch.Tensor]) -> None:
+    """The kernels read raw memory: refuse what they would misread."""
+    op = f"spikeflow::{calls.name}_scan"
+    if neuron not in NEURONS:
+        raise ValueError(f"{op}: unknown neuron {neuron!r} (known: {sorted(NEURONS)})")
+    spec = NEURONS[neuron]
+    if len(states) != len(spec.fields) or len(params) != len(spec.params):
+        raise ValueError(
+            f"{op}: {neuron} takes {len(spec.fields)} state fields {spec.fields} and "
+            f"{len(spec.params)} parameters {spec.params}; got {len(states)} and {len(params)}"
+        )
+    names = "/".join(sorted(str(d).replace("torch.", "") for d in calls.dtypes))
+    if x.dtype not in calls.dtypes or x.device.type not in calls.devices or x.dim() < 2:
+        raise ValueError(f"{op}: x must be a {names} tensor [T, B, ...] on {'/'.join(sorted(calls.devices))}; got "
+                         f"{x.dtype} on {x.device} with shape {tuple(x.shape)}")
+    for t in states:
+        if t.dtype != x.dtype or t.device != x.device or t.shape != x.shape[1:]:
+            raise ValueError(f"{op}: every state tensor must be {x.dtype} on {x.device}, shaped "
+                             f"like x[0] {tuple(x.shape[1:])}; got {t.dtype} {tuple(t.shape)}")
+
+
+def scan_operators(calls: KernelCalls) -> Callable[..., list]:
+    """Register ``spikeflow::<name>_scan`` and its backward for ``calls``; returns the
+    forward operator ``op(x, states, params, neuron, cfg, record, interval, mask)`` ->
+    ``[output, *final state, *kept]``."""
+    name = calls.name
+
+    @torch.library.custom_op(f"spikeflow::{name}_scan", mutates_args=())
+    def scan_op(x: torch.Tensor, states: list[torch.Tensor], params: list[torch.Tensor],
+                neuron: str, cfg: list[float], record: bool, interval: int,
+                mask: int) -> list[torch.Tensor]:
+        x, states = x.contiguous(), [s.contiguous() for s in states]
+        _check_op_args(calls, neuron, x, states, params)
+        out, fin, kept = calls.forward(neuron, cfg, record, interval, mask, x, states, params)
+        return [out, *fin, *kept]
+
+    @scan_op.register_fake
+    def _(x, states, params, neuron, cfg, record, interval, mask):
+        return [torch.empty_like(x), *[torch.empty_like(s) for s in states],
+                *[x.new_empty(shape) for shape in calls.kept_shapes(neuron, x, record, interval)]]
+
+    @torch.library.custom_op(f"spikeflow::{name}_scan_backward", mutates_args=())
+    def backward_op(x: torch.Tensor, states: list[torch.Tensor], kept: list[torch.Tensor],
+                    params: list[torch.Tensor], neuron: str, cfg: list[float], record: bool,
+                    interval: int, mask: int, g_out: Optional[torch.Tensor],
+                    g_fin: list[Optional[torch.Tensor]], g_traj: list[Optional[torch.Tensor]],
+                    needs: list[bool]) -> list[torch.Tensor]:
+        x, states = x.contiguous(), [s.contiguous() for s in states]
+        _check_op_args(calls, neuron, x, states, params)
+        expected = calls.kept_shapes(neuron, x, record, interval)
+        kept = [k.contiguous() for k in kept]
+        if [tuple(k.shape) for k in kept] != [tuple(s) for s in expected] or any(
+                k.dtype != x.dtype for k in kept):
+            raise ValueError(f"spikeflow::{name}_scan_backward: kept tensors must be {x.dtype} "
+                             f"{expected}; got {[tuple(k.shape) for k in kept]}")
+        g_x, g_init, g_params = calls.backward(neuron, cfg, record, interval, mask, x, states, kept,
+                                               params, g_out, g_fin, g_traj, needs)
+        # Outputs must not alias each other: one fresh tensor per unneeded slot, and a
+        # copy of a view (a backend may hand out the rows of one buffer).
+        return [x.new_empty(0) if g is None else g.clone() if g._base is not None else g
+                for g in (g_x, *g_init, *g_params)]
+
+    @backward_op.register_fake
+    def _(x, states, kept, params, neuron, cfg, record, interval, mask, g_out, g_fin, g_traj, needs):
+        ns, learnable = len(states), NEURONS[neuron].learnable
+        grads = [torch.empty_like(x) if needs[0] else x.new_empty(0)]
+        grads += [torch.empty_like(s) if needs[1 + k] and not mask >> k & 1 else x.new_empty(0)
+                  for k, s in enumerate(states)]
+        grads += [torch.empty_like(p) if k < learnable and needs[1 + ns + k] else x.new_empty(0)
+                  for k, p in enumerate(params)]
+        return grads
+
+    def setup_context(ctx, inputs, output):
+        x, states, params, neuron, cfg, record, interval, mask = inputs
+        ns = len(states)
+        ctx.static = (neuron, cfg, record, interval, mask, ns)
+        ctx.save_for_backward(x, *states, *output[1 + ns :], *params)
+        ctx.kept = len(output) - 1 - ns
+        ctx.needs = [x.requires_grad, *[s.requires_grad for s in states],
+                     *[p.requires_grad for p in params]]
+
+    def backward(ctx, grads):
+        neuron, cfg, record, interval, mask, ns = ctx.static
+        saved = ctx.saved_tensors
+        x, states = saved[0], list(saved[1 : 1 + ns])
+        kept, params = list(saved[1 + ns : 1 + ns + ctx.kept]), list(saved[1 + ns + ctx.kept :])
+        g_traj = list(grads[1 + ns :]) if record else [None] * ns
+        result = backward_op(x, states, kept, params, neuron, cfg, record, interval, mask,
+                             grads[0], list(grads[1 : 1 + ns]), g_traj, ctx.needs)
+        g = [r if need else None for need, r in zip(ctx.needs, result)]
+        learnable = NEURONS[neuron].learnable
+        g_init = [None if mask >> k & 1 else gk for k, gk in enumerate(g[1 : 1 + ns])]
+        g_params = [gk if k < learnable else None for k, gk in enumerate(g[1 + ns :])]
+        return g[0], g_init, g_params, None, None, None, None, None
+
+    scan_op.register_autograd(backward, setup_context=setup_context)
+    return scan_op

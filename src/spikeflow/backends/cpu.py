@@ -48,16 +48,19 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..neurons._base import NeuronModel
-from ..neurons.asn import ASNInput
-from ..neurons.cuba import CubaOrder
 from ._fused import (
+    CFG_SIZE,
     NEURONS,
-    RESET_CODE,
     FusedNeuron,
+    KernelCalls,
     assemble,
+    config,
     contiguous_grad,
+    fields_of,
     needs_grad,
+    no_grad_mask,
     register_fused,
+    scan_operators,
     unpack,
 )
 
@@ -302,27 +305,6 @@ def _lib() -> ctypes.CDLL:
 # ---------------------------------------------------------------------------
 # Per-neuron description (must match the structs in scan.cpp)
 
-# Configuration layout: see enum Cfg in scan.cpp.
-_CFG_SIZE = 8
-
-
-def _config(values: Any) -> list[float]:
-    cfg = [0.0] * _CFG_SIZE
-    surrogate = getattr(values, "surrogate", None)
-    if surrogate is not None:
-        cfg[0] = float(surrogate.kind.value)
-        cfg[1] = float(surrogate.alpha)
-    reset = getattr(values, "reset", None)
-    if reset is not None:
-        cfg[2] = float(RESET_CODE[reset])
-    cfg[3] = float(bool(getattr(values, "detach_reset", False)))
-    cfg[4] = float(getattr(values, "gain", 1.0))
-    cfg[5] = float(getattr(values, "order", None) is CubaOrder.CURRENT_FIRST)
-    cfg[6] = float(bool(getattr(values, "normalize", False)))
-    cfg[7] = float(getattr(values, "input", None) is ASNInput.SPIKES)
-    return cfg
-
-
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
 
 
@@ -500,125 +482,35 @@ class _FusedScan(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------
-# The same kernels as torch custom operators, for torch.compile
-#
-# Dynamo cannot trace into a ctypes call, and an autograd.Function around one is a
-# graph break. Under torch.compile the scan goes through two registered operators
-# instead (forward and backward; the forward's autograd formula calls the backward
-# operator), which compiled graphs keep as opaque nodes with known output shapes.
-# Eager calls keep the direct path above: the operator dispatch costs more than a
-# one-step scan.
+# The kernels as torch operators, for torch.compile (see _fused.scan_operators)
 
 
-def _call_from(neuron: str, cfg: Sequence[float], record: bool, interval: int,
-               no_grad_mask: int, dtype: torch.dtype) -> _Call:
-    no_grad = frozenset(k for k in range(len(NEURONS[neuron].fields)) if no_grad_mask >> k & 1)
-    return _Call(
-        NEURONS[neuron], _DTYPE_CODE[dtype], (ctypes.c_double * _CFG_SIZE)(*cfg), no_grad,
-        record, interval,
-    )
-
-
-def _check_op_args(neuron: str, x: torch.Tensor, states: Sequence[torch.Tensor],
-                   params: Sequence[torch.Tensor], kept: Sequence[torch.Tensor] = ()) -> None:
-    """The operators take raw pointers: refuse what the kernel would misread."""
-    if neuron not in NEURONS:
-        raise ValueError(f"spikeflow::cpu_scan: unknown neuron {neuron!r} (known: {sorted(NEURONS)})")
+def _call_from(neuron: str, cfg: Sequence[float], record: bool, interval: int, mask: int,
+               dtype: torch.dtype) -> _Call:
     spec = NEURONS[neuron]
-    if len(states) != len(spec.fields) or len(params) != len(spec.params):
-        raise ValueError(
-            f"spikeflow::cpu_scan: {neuron} takes {len(spec.fields)} state fields {spec.fields} and "
-            f"{len(spec.params)} parameters {spec.params}; got {len(states)} and {len(params)}"
-        )
-    if x.dtype not in _DTYPE_CODE or x.device.type != "cpu" or x.dim() < 2:
-        raise ValueError(f"spikeflow::cpu_scan: x must be a float32/float64 CPU tensor [T, B, ...]; "
-                         f"got {x.dtype} on {x.device} with shape {tuple(x.shape)}")
-    for what, tensors in (("state", states), ("kept", kept)):
-        for t in tensors:
-            if t.dtype != x.dtype or t.shape[-x.dim() + 1:] != x.shape[1:] or not t.is_contiguous():
-                raise ValueError(f"spikeflow::cpu_scan: every {what} tensor must be contiguous, "
-                                 f"{x.dtype}, shaped like x[0] {tuple(x.shape[1:])}; got {t.dtype} "
-                                 f"{tuple(t.shape)}")
+    return _Call(spec, _DTYPE_CODE[dtype], (ctypes.c_double * CFG_SIZE)(*cfg),
+                 fields_of(mask, len(spec.fields)), record, interval)
 
 
-def _kept_shapes(call: _Call, x: torch.Tensor) -> list[tuple[int, ...]]:
-    rows = x.shape[0] if call.record else -(-x.shape[0] // call.interval)
-    return [(rows, *x.shape[1:])] * len(call.neuron.fields)
-
-
-@torch.library.custom_op("spikeflow::cpu_scan", mutates_args=())
-def _scan_op(x: torch.Tensor, states: list[torch.Tensor], params: list[torch.Tensor],
-             neuron: str, cfg: list[float], record: bool, interval: int,
-             no_grad_mask: int) -> list[torch.Tensor]:
-    """[output, *final state, *kept] where kept is the trajectory (record) or checkpoints."""
-    x, states = x.contiguous(), [s.contiguous() for s in states]
-    _check_op_args(neuron, x, states, params)
-    call = _call_from(neuron, cfg, record, interval, no_grad_mask, x.dtype)
+def _op_forward(neuron, cfg, record, interval, mask, x, states, params):
+    call = _call_from(neuron, cfg, record, interval, mask, x.dtype)
     out, post, ckpt, fin = _forward(call, x, states, params, checkpoints=True)
-    return [out, *fin, *(post if record else ckpt)]
+    return out, fin, (post if record else ckpt)
 
 
-@_scan_op.register_fake
-def _(x, states, params, neuron, cfg, record, interval, no_grad_mask):
-    call = _call_from(neuron, cfg, record, interval, no_grad_mask, x.dtype)
-    return [torch.empty_like(x), *[torch.empty_like(s) for s in states],
-            *[x.new_empty(shape) for shape in _kept_shapes(call, x)]]
+def _op_backward(neuron, cfg, record, interval, mask, x, states, kept, params, g_out, g_fin,
+                 g_traj, needs):
+    call = _call_from(neuron, cfg, record, interval, mask, x.dtype)
+    return _backward(call, x, states, kept, params, g_out, g_fin, g_traj, needs)
 
 
-@torch.library.custom_op("spikeflow::cpu_scan_backward", mutates_args=())
-def _scan_backward_op(x: torch.Tensor, states: list[torch.Tensor], kept: list[torch.Tensor],
-                      params: list[torch.Tensor], neuron: str, cfg: list[float], record: bool,
-                      interval: int, no_grad_mask: int, g_out: Optional[torch.Tensor],
-                      g_fin: list[Optional[torch.Tensor]], g_traj: list[Optional[torch.Tensor]],
-                      needs: list[bool]) -> list[torch.Tensor]:
-    """[grad x, *grad initial state, *grad params]; an empty tensor where not needed."""
-    x, states, kept = x.contiguous(), [s.contiguous() for s in states], [k.contiguous() for k in kept]
-    _check_op_args(neuron, x, states, params, kept)
-    call = _call_from(neuron, cfg, record, interval, no_grad_mask, x.dtype)
-    g_x, g_init, g_params = _backward(call, x, states, kept, params, g_out, g_fin, g_traj, needs)
-    return [x.new_empty(0) if g is None else g for g in (g_x, *g_init, *g_params)]
+def _op_kept_shapes(neuron, x, record, interval):
+    rows = x.shape[0] if record else -(-x.shape[0] // interval)
+    return [(rows, *x.shape[1:])] * len(NEURONS[neuron].fields)
 
 
-@_scan_backward_op.register_fake
-def _(x, states, kept, params, neuron, cfg, record, interval, no_grad_mask, g_out, g_fin,
-      g_traj, needs):
-    ns, learnable = len(states), NEURONS[neuron].learnable
-    shapes = [x] + list(states)
-    grads = [torch.empty_like(t) if needs[k] and (k == 0 or not no_grad_mask >> (k - 1) & 1)
-             else x.new_empty(0) for k, t in enumerate(shapes)]
-    grads += [torch.empty_like(p) if k < learnable and needs[1 + ns + k] else x.new_empty(0)
-              for k, p in enumerate(params)]
-    return grads
-
-
-def _scan_op_setup(ctx, inputs, output):
-    x, states, params, neuron, cfg, record, interval, no_grad_mask = inputs
-    ns = len(states)
-    ctx.static = (neuron, cfg, record, interval, no_grad_mask, ns)
-    ctx.save_for_backward(x, *states, *output[1 + ns :], *params)
-    ctx.learnable = NEURONS[neuron].learnable
-    ctx.needs = [
-        x.requires_grad, *[s.requires_grad for s in states],
-        *[p.requires_grad for p in params],
-    ]
-
-
-def _scan_op_backward(ctx, grads):
-    neuron, cfg, record, interval, no_grad_mask, ns = ctx.static
-    saved = ctx.saved_tensors
-    x, states = saved[0], list(saved[1 : 1 + ns])
-    kept, params = list(saved[1 + ns : 1 + 2 * ns]), list(saved[1 + 2 * ns :])
-    g_out, g_fin = grads[0], list(grads[1 : 1 + ns])
-    g_traj = list(grads[1 + ns :]) if record else [None] * ns
-    result = _scan_backward_op(x, states, kept, params, neuron, cfg, record, interval,
-                               no_grad_mask, g_out, g_fin, g_traj, ctx.needs)
-    g = [None if not need else r for need, r in zip(ctx.needs, result)]
-    g_init = [None if no_grad_mask >> k & 1 else gk for k, gk in enumerate(g[1 : 1 + ns])]
-    g_params = [gk if k < ctx.learnable else None for k, gk in enumerate(g[1 + ns :])]
-    return g[0], g_init, g_params, None, None, None, None, None
-
-
-_scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)
+_scan_op = scan_operators(KernelCalls("cpu", frozenset({"cpu"}), frozenset(_DTYPE_CODE), _op_forward,
+                                      _op_backward, _op_kept_shapes))
 
 
 # ---------------------------------------------------------------------------
@@ -642,15 +534,15 @@ def run_cpu(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTuple,
     ns = len(neuron.fields)
     interval = _checkpoint_interval(ns, x.element_size())
     if torch.compiler.is_compiling():  # the registered operators (see above)
-        mask = sum(1 << k for k in neuron.no_grad_fields(values))
-        results = _scan_op(x, states, params, model.name, _config(values), record, interval, mask)
+        results = _scan_op(x, states, params, model.name, config(values), record, interval,
+                           no_grad_mask(neuron, values))
         out, fin = results[0], results[1 : 1 + ns]
         traj = results[1 + ns :] if record else None
     else:
         call = _Call(
             neuron,
             _DTYPE_CODE[x.dtype],
-            (ctypes.c_double * _CFG_SIZE)(*_config(values)),
+            (ctypes.c_double * CFG_SIZE)(*config(values)),
             neuron.no_grad_fields(values),
             record,
             interval,

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import cpu
-from ._fused import assemble, contiguous_grad, needs_grad, unpack
+from ._fused import CFG_SIZE, assemble, config, contiguous_grad, needs_grad, unpack
 from ..neurons._base import NeuronModel
 
 
@@ -177,7 +177,7 @@ def run_recurrent(model: NeuronModel, values: Any, x: torch.Tensor, state: Named
     neuron, x, states, params = unpack(model, values, x, state)
     ns = len(neuron.fields)
     call = cpu._Call(
-        neuron, cpu._DTYPE_CODE[x.dtype], (ctypes.c_double * cpu._CFG_SIZE)(*cpu._config(values)),
+        neuron, cpu._DTYPE_CODE[x.dtype], (ctypes.c_double * CFG_SIZE)(*config(values)),
         neuron.no_grad_fields(values), record, 1,
     )
     weight, previous = weight.contiguous(), previous.contiguous()

@@ -42,15 +42,18 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..neurons._base import NeuronModel
-from ..neurons.asn import ASNInput
-from ..neurons.cuba import CubaOrder
 from ._fused import (
-    RESET_CODE,
+    NEURONS,
     FusedNeuron,
+    KernelCalls,
     assemble,
+    config,
     contiguous_grad,
+    fields_of,
     needs_grad,
+    no_grad_mask,
     register_fused,
+    scan_operators,
     unpack,
 )
 
@@ -137,21 +140,17 @@ class _Call(NamedTuple):
     interval: int  # checkpoint interval K
 
 
-def _settings(values: Any) -> tuple[dict, int, tuple[float, float]]:
-    reset = getattr(values, "reset", None)
-    config = dict(
-        RESET=RESET_CODE[reset] if reset is not None else 0,
-        CUR_FIRST=getattr(values, "order", None) is CubaOrder.CURRENT_FIRST,
-        NORMALIZE=bool(getattr(values, "normalize", False)),
-        ASN_SPIKES=getattr(values, "input", None) is ASNInput.SPIKES,
-    )
-    surrogate = getattr(values, "surrogate", None)
-    kind, constant = 0, 0.0
-    if surrogate is not None:
-        kind = int(surrogate.kind.value)
-        # atan's derivative uses k = pi alpha / 2, rounded once (as scan.cpp does)
-        constant = 0.5 * math.pi * surrogate.alpha if kind == 2 else float(surrogate.alpha)
-    return config, kind, (float(getattr(values, "gain", 1.0)), constant)
+def _call_from(neuron: str, cfg: Sequence[float], record: bool, interval: int, mask: int) -> _Call:
+    """The kernels' compile-time settings from the shared settings list
+    (:func:`~spikeflow.backends._fused.config`)."""
+    spec = NEURONS[neuron]
+    kind, alpha = int(cfg[0]), cfg[1]
+    settings = dict(RESET=int(cfg[2]), CUR_FIRST=bool(cfg[5]), NORMALIZE=bool(cfg[6]),
+                    ASN_SPIKES=bool(cfg[7]))
+    # atan's derivative uses k = pi alpha / 2, rounded once (as scan.cpp does)
+    constant = 0.5 * math.pi * alpha if kind == 2 else float(alpha)
+    return _Call(spec, settings, bool(cfg[3]), kind if spec.spiking else 0, (float(cfg[4]), constant),
+                 fields_of(mask, len(spec.fields)), record, interval)
 
 
 def _checkpoint_interval(steps: int) -> int:
@@ -244,6 +243,59 @@ def _mask(tensors: Sequence[Optional[torch.Tensor]]) -> int:
     return sum(1 << k for k, t in enumerate(tensors) if t is not None)
 
 
+def _backward(call: _Call, x: torch.Tensor, states: Sequence[torch.Tensor],
+              kept: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
+              g_out: Optional[torch.Tensor], g_fin: Sequence[Optional[torch.Tensor]],
+              g_traj: Sequence[Optional[torch.Tensor]], needs: Sequence[bool]):
+    """Run the backward kernel: (grad x, [grad initial state], [grad params]), None where
+    not needed. ``kept`` is the trajectory (``record``) or ``[checkpoints]``; ``needs``
+    says which of (x, *states, *params) want a gradient."""
+    neuron = call.neuron
+    ns = len(neuron.fields)
+    ng = neuron.learnable
+    post = kept if call.record else None
+    ckpt = None if call.record else kept[0]
+    g_fin = [contiguous_grad(g) for g in g_fin]
+    g_traj = [contiguous_grad(g) for g in g_traj] if call.record else [None] * ns
+    g_out = contiguous_grad(g_out)
+    T, M = x.shape[0], x[0].numel()
+    g_x = torch.empty_like(x) if needs[0] else None
+    g_init = x.new_empty((ns, M))
+    g_prm = x.new_empty((max(1, ng), M))
+    if M > 0:
+        block, warps = _launch(M)
+        k = _kernels()
+        K = call.interval
+        nseg = -(-T // K)
+        scratch = x.new_empty((K, ns, M)) if ckpt is not None else x
+        with _device_guard(x):
+            k.scan_backward[(_cdiv(M, block),)](
+                x, *_pad4(states, x), *_pad4(post or [], x), ckpt if ckpt is not None else x,
+                scratch, _param_array(params, x), _consts(call, x),
+                g_out if g_out is not None else x, *_pad4(g_fin, x), *_pad4(g_traj, x),
+                g_x if g_x is not None else x, g_init, g_prm,
+                T, M, K, nseg,
+                NEURON=neuron.code, NS=ns, NP=len(neuron.params), NG=ng, **call.config,
+                DETACH=call.detach,
+                SURR=call.surrogate, SAVED_ALL=call.record, HAS_GOUT=g_out is not None,
+                GFIN=_mask(g_fin), GTRAJ=_mask(g_traj), HAS_GX=g_x is not None, BLOCK=block,
+                num_warps=warps, enable_fp_fusion=False,
+            )
+    else:
+        g_init.zero_()
+        g_prm.zero_()
+    shape = x.shape[1:]
+    g_states = [
+        g_init[k].view(shape) if needs[1 + k] and k not in call.no_grad_fields else None
+        for k in range(ns)
+    ]
+    g_params = [
+        g_prm[k].view(shape).sum_to_size(p.shape) if k < ng and needs[1 + ns + k] else None
+        for k, p in enumerate(params)
+    ]
+    return g_x, g_states, g_params
+
+
 class _TritonScan(torch.autograd.Function):
     """(x, *state, *params) -> (output, *final_state, *trajectory if record)."""
 
@@ -254,7 +306,9 @@ class _TritonScan(torch.autograd.Function):
         out, post, ckpt, fin = _forward(call, x, states, params, checkpoints=True)
         ctx.call = call
         # With record the trajectory is saved (and returned); otherwise checkpoints.
-        ctx.save_for_backward(x, *states, *(post if call.record else [ckpt]), *params)
+        kept = post if call.record else [ckpt]
+        ctx.kept = len(kept)
+        ctx.save_for_backward(x, *states, *kept, *params)
         ctx.set_materialize_grads(False)
         return (out, *fin, *(post if call.record else ()))
 
@@ -262,56 +316,14 @@ class _TritonScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_out: Optional[torch.Tensor], *g_rest: Optional[torch.Tensor]):
         call: _Call = ctx.call
-        neuron = call.neuron
-        ns = len(neuron.fields)
-        ng = neuron.learnable
+        ns = len(call.neuron.fields)
         saved = ctx.saved_tensors
-        x = saved[0]
-        states = saved[1 : 1 + ns]
-        kept = 1 + ns + (ns if call.record else 1)
-        post = saved[1 + ns : kept] if call.record else None
-        ckpt = None if call.record else saved[1 + ns]
-        params = saved[kept:]
-        g_fin = [contiguous_grad(g) for g in g_rest[:ns]]
-        g_traj = [contiguous_grad(g) for g in g_rest[ns:]] if call.record else [None] * ns
-        g_out = contiguous_grad(g_out)
-        needs = ctx.needs_input_grad  # (call, x, *states, *params)
-        T, M = x.shape[0], x[0].numel()
-        g_x = torch.empty_like(x) if needs[1] else None
-        g_init = x.new_empty((ns, M))
-        g_prm = x.new_empty((max(1, ng), M))
-        if M > 0:
-            block, warps = _launch(M)
-            k = _kernels()
-            K = call.interval
-            nseg = -(-T // K)
-            scratch = x.new_empty((K, ns, M)) if ckpt is not None else x
-            with _device_guard(x):
-                k.scan_backward[(_cdiv(M, block),)](
-                    x, *_pad4(states, x), *_pad4(post or [], x), ckpt if ckpt is not None else x,
-                    scratch, _param_array(params, x), _consts(call, x),
-                    g_out if g_out is not None else x, *_pad4(g_fin, x), *_pad4(g_traj, x),
-                    g_x if g_x is not None else x, g_init, g_prm,
-                    T, M, K, nseg,
-                    NEURON=neuron.code, NS=ns, NP=len(neuron.params), NG=ng, **call.config,
-                    DETACH=call.detach,
-                    SURR=call.surrogate, SAVED_ALL=call.record, HAS_GOUT=g_out is not None,
-                    GFIN=_mask(g_fin), GTRAJ=_mask(g_traj), HAS_GX=g_x is not None, BLOCK=block,
-                    num_warps=warps, enable_fp_fusion=False,
-                )
-        else:
-            g_init.zero_()
-            g_prm.zero_()
-        shape = x.shape[1:]
-        g_states = [
-            g_init[k].view(shape) if needs[2 + k] and k not in call.no_grad_fields else None
-            for k in range(ns)
-        ]
-        g_params = [
-            g_prm[k].view(shape).sum_to_size(p.shape) if k < ng and needs[2 + ns + k] else None
-            for k, p in enumerate(params)
-        ]
-        return (None, g_x, *g_states, *g_params)
+        x, states = saved[0], saved[1 : 1 + ns]
+        kept, params = saved[1 + ns : 1 + ns + ctx.kept], saved[1 + ns + ctx.kept :]
+        g_x, g_init, g_params = _backward(
+            call, x, states, kept, params, g_out, g_rest[:ns], g_rest[ns:], ctx.needs_input_grad[1:]
+        )
+        return (None, g_x, *g_init, *g_params)
 
 
 # ---------------------------------------------------------------------------
@@ -325,25 +337,44 @@ def run_triton(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTup
         raise ValueError("the triton backend does not run recurrent layers")
     neuron, x, states, params = unpack(model, values, x, state)
     ns = len(neuron.fields)
-    config, kind, consts = _settings(values)
-    call = _Call(
-        neuron,
-        config,
-        bool(getattr(values, "detach_reset", False)),
-        kind if neuron.spiking else 0,
-        consts,
-        neuron.no_grad_fields(values),
-        record,
-        _checkpoint_interval(x.shape[0]),
-    )
-    if needs_grad(neuron, [x, *states, *params[: neuron.learnable]]):
-        results = _TritonScan.apply(call, x, *states, *params)
+    cfg, interval, mask = config(values), _checkpoint_interval(x.shape[0]), no_grad_mask(neuron, values)
+    if torch.compiler.is_compiling():  # the registered operators (see _fused.scan_operators)
+        results = _scan_op(x, states, params, model.name, cfg, record, interval, mask)
         out, fin = results[0], results[1 : 1 + ns]
         traj = results[1 + ns :] if record else None
     else:
-        out, traj, _, fin = _forward(call, x, states, params, checkpoints=False)
+        call = _call_from(model.name, cfg, record, interval, mask)
+        if needs_grad(neuron, [x, *states, *params[: neuron.learnable]]):
+            results = _TritonScan.apply(call, x, *states, *params)
+            out, fin = results[0], results[1 : 1 + ns]
+            traj = results[1 + ns :] if record else None
+        else:
+            out, traj, _, fin = _forward(call, x, states, params, checkpoints=False)
     return assemble(model, neuron, state, x, out, fin, traj, record)
 
+
+def _op_forward(neuron, cfg, record, interval, mask, x, states, params):
+    call = _call_from(neuron, cfg, record, interval, mask)
+    out, post, ckpt, fin = _forward(call, x, states, params, checkpoints=True)
+    return out, fin, (post if record else [ckpt])
+
+
+def _op_backward(neuron, cfg, record, interval, mask, x, states, kept, params, g_out, g_fin,
+                 g_traj, needs):
+    call = _call_from(neuron, cfg, record, interval, mask)
+    return _backward(call, x, states, kept, params, g_out, g_fin, g_traj, needs)
+
+
+def _op_kept_shapes(neuron, x, record, interval):
+    ns = len(NEURONS[neuron].fields)
+    if record:
+        return [tuple(x.shape)] * ns
+    return [(-(-x.shape[0] // interval), ns, x[0].numel())]
+
+
+# CPU tensors too: run_triton runs them in Triton's interpreter (TRITON_INTERPRET=1).
+_scan_op = scan_operators(KernelCalls("triton", frozenset({"cuda", "cpu"}), _DTYPES, _op_forward,
+                                      _op_backward, _op_kept_shapes))
 
 register_fused("triton", run_triton, dtypes=_DTYPES, devices=frozenset({"cuda"}), recurrent=False,
                available=available, priority=20)
