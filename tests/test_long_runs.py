@@ -9,17 +9,41 @@ is exact where resident memory is noisy."""
 from __future__ import annotations
 
 import gc
+import weakref
 
+import pytest
 import torch
 
 import spikeflow
 from spikeflow.train import TrainConfig, train
 
 
-def live_tensors() -> int:
-    """Tensors reachable by the garbage collector (parameters, buffers, kept outputs)."""
+def _tensors() -> list:
     gc.collect()
-    return sum(1 for obj in gc.get_objects() if issubclass(type(obj), torch.Tensor))
+    return [obj for obj in gc.get_objects() if issubclass(type(obj), torch.Tensor)]
+
+
+# Tensors that existed before the test (other tests' leftovers, which caches such as
+# torch.compile's may release at any time) are not counted: id -> weak reference.
+_BEFORE: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _ignore_earlier_tensors():
+    _BEFORE.update((id(t), weakref.ref(t)) for t in _tensors())
+    yield
+    _BEFORE.clear()
+
+
+def _earlier(t: torch.Tensor) -> bool:
+    ref = _BEFORE.get(id(t))
+    return ref is not None and ref() is t
+
+
+def live_tensors() -> int:
+    """Tensors reachable by the garbage collector (parameters, buffers, kept outputs)
+    that were made during this test."""
+    return sum(1 for t in _tensors() if not _earlier(t))
 
 
 def _network(seed: int = 0) -> spikeflow.nn.Sequential:
