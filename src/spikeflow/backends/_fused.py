@@ -15,6 +15,7 @@ import torch
 
 from ..neurons._base import NeuronModel, Reset
 from ..neurons.asn import ASNInput
+from ..neurons.cuba import CubaOrder
 from ._registry import Backend, Capabilities, register_backend
 
 RESET_CODE = {Reset.SUBTRACT: 0, Reset.ZERO: 1, Reset.NONE: 2}
@@ -83,7 +84,7 @@ def unpack(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTuple):
     return neuron, x.contiguous(), states, [getattr(values, name) for name in neuron.params]
 
 
-def needs_grad(neuron: FusedNeuron, tensors: Sequence[Optional[torch.Tensor]]) -> bool:
+def needs_grad(tensors: Sequence[Optional[torch.Tensor]]) -> bool:
     """Whether autograd must record the call (any differentiable input requires grad)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -131,8 +132,6 @@ def config(values: Any) -> list[float]:
     """A call's static settings: ``[surrogate kind, surrogate alpha, reset code,
     detach_reset, gain, order is current_first, normalize, ASN input is spikes]``
     (the layout of ``enum Cfg`` in scan.cpp; zeros where a neuron has no such setting)."""
-    from ..neurons.cuba import CubaOrder
-
     cfg = [0.0] * CFG_SIZE
     surrogate = getattr(values, "surrogate", None)
     if surrogate is not None:

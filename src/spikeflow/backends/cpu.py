@@ -547,7 +547,7 @@ def run_cpu(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTuple,
             record,
             interval,
         )
-        if needs_grad(neuron, [x, *states, *params[: neuron.learnable]]):
+        if needs_grad([x, *states, *params[: neuron.learnable]]):
             results = _FusedScan.apply(call, x, *states, *params)
             out, fin = results[0], results[1 : 1 + ns]
             traj = results[1 + ns :] if record else None

@@ -181,7 +181,7 @@ def run_recurrent(model: NeuronModel, values: Any, x: torch.Tensor, state: Named
         neuron.no_grad_fields(values), record, 1,
     )
     weight, previous = weight.contiguous(), previous.contiguous()
-    if needs_grad(neuron, [x, weight, bias, previous, *states, *params[: neuron.learnable]]):
+    if needs_grad([x, weight, bias, previous, *states, *params[: neuron.learnable]]):
         results = _FusedRecurrentScan.apply(call, x, weight, bias, previous, *states, *params)
         out, fin = results[0], results[1 : 1 + ns]
         traj = results[1 + ns :] if record else None

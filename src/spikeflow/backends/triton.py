@@ -344,7 +344,7 @@ def run_triton(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTup
         traj = results[1 + ns :] if record else None
     else:
         call = _call_from(model.name, cfg, record, interval, mask)
-        if needs_grad(neuron, [x, *states, *params[: neuron.learnable]]):
+        if needs_grad([x, *states, *params[: neuron.learnable]]):
             results = _TritonScan.apply(call, x, *states, *params)
             out, fin = results[0], results[1 : 1 + ns]
             traj = results[1 + ns :] if record else None
