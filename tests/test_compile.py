@@ -124,7 +124,7 @@ def test_operators_pass_opcheck(name, record):
     states = [getattr(state, f).detach().requires_grad_() for f in neuron.fields]
     args = (x.detach().requires_grad_(), states, prm, name,
             config(values), record, cpu_backend._checkpoint_interval(len(neuron.fields), 4), 0)
-    torch.library.opcheck(cpu_backend._scan_op, args)
+    torch.library.opcheck(cpu_backend._KERNELS.op, args)
 
 
 def test_operators_refuse_what_the_kernel_would_misread():
@@ -133,8 +133,8 @@ def test_operators_refuse_what_the_kernel_would_misread():
     prm = [getattr(values, p) for p in FUSED["cuba_lif"].params]
     cfg = config(values)
     with pytest.raises(ValueError, match=r"cuba_lif takes 2 state fields \('v', 'i'\) .* got 3"):
-        cpu_backend._scan_op(x.detach(), list(state), prm, "cuba_lif", cfg, False, 4, 0)
+        cpu_backend._KERNELS.op(x.detach(), list(state), prm, "cuba_lif", cfg, False, 4, 0)
     with pytest.raises(ValueError, match="unknown neuron 'lfi'"):
-        cpu_backend._scan_op(x.detach(), [state.v], prm[:2], "lfi", cfg, False, 4, 0)
+        cpu_backend._KERNELS.op(x.detach(), [state.v], prm[:2], "lfi", cfg, False, 4, 0)
     with pytest.raises(ValueError, match=r"shaped like x\[0\] \(2, 3\); got torch.float32 \(3, 2\)"):
-        cpu_backend._scan_op(x.detach(), [state.v.t(), state.i], prm, "cuba_lif", cfg, False, 4, 0)
+        cpu_backend._KERNELS.op(x.detach(), [state.v.t(), state.i], prm, "cuba_lif", cfg, False, 4, 0)

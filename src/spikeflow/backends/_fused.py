@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..neurons._base import NeuronModel, Reset
 from ..neurons.asn import ASNInput
@@ -158,79 +159,141 @@ def fields_of(mask: int, count: int) -> frozenset:
 
 
 # ---------------------------------------------------------------------------
-# The kernels as torch custom operators, for torch.compile
+# One backend's kernels: the eager autograd function, the torch operators for
+# torch.compile, and the run the registry calls
 #
 # Dynamo cannot trace into a ctypes call or a lazily made Triton launch, and an
 # autograd.Function around one is a graph break. Under torch.compile a fused backend
 # runs through two registered operators instead, ``spikeflow::<name>_scan`` and
 # ``spikeflow::<name>_scan_backward`` (the forward's autograd formula calls the
 # backward operator), which compiled graphs keep as opaque nodes with known output
-# shapes. Eager calls keep each backend's direct path: operator dispatch costs more
-# than a one-step scan.
+# shapes. Eager calls go through :class:`_FusedScan` directly: operator dispatch costs
+# more than a one-step scan.
 
 
-@dataclass(frozen=True)
-class KernelCalls:
-    """A fused backend's kernels, in the operators' terms.
+class _FusedScan(torch.autograd.Function):
+    """(kernels, call, x, *state, *params) -> (output, *final_state, *trajectory if record)."""
 
-    ``forward(neuron, cfg, record, interval, mask, x, states, params)`` returns
-    ``(output, final states, kept)``, kept being the trajectory (``record``) or the
-    checkpoints in the backend's own layout; ``backward(neuron, cfg, record, interval,
-    mask, x, states, kept, params, g_out, g_fin, g_traj, needs)`` returns
-    ``(g_x, [g_state], [g_param])`` (None where not needed; ``needs`` covers
-    ``(x, *states, *params)``); ``kept_shapes(neuron, x, record, interval)`` gives the
-    shapes of kept.
+    @staticmethod
+    def forward(ctx, kernels: "FusedKernels", call: Any, x: torch.Tensor, *tensors: torch.Tensor):
+        ns = len(call.neuron.fields)
+        states, params = tensors[:ns], tensors[ns:]
+        out, post, ckpt, fin = kernels.forward(call, x, states, params, True)
+        kept = post if call.record else ckpt  # with record the trajectory, else checkpoints
+        ctx.kernels, ctx.call, ctx.kept = kernels, call, len(kept)
+        ctx.save_for_backward(x, *states, *kept, *params)
+        ctx.set_materialize_grads(False)
+        return (out, *fin, *(post if call.record else ()))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out: Optional[torch.Tensor], *g_rest: Optional[torch.Tensor]):
+        ns = len(ctx.call.neuron.fields)
+        saved = ctx.saved_tensors
+        x, states = saved[0], saved[1 : 1 + ns]
+        kept, params = saved[1 + ns : 1 + ns + ctx.kept], saved[1 + ns + ctx.kept :]
+        g_x, g_init, g_params = ctx.kernels.backward(
+            ctx.call, x, states, kept, params, g_out, g_rest[:ns], g_rest[ns:],
+            ctx.needs_input_grad[2:],
+        )
+        return (None, None, g_x, *g_init, *g_params)
+
+
+class FusedKernels:
+    """A fused backend's kernels behind one interface.
+
+    Args:
+        name: the backend's name (the operators are ``spikeflow::<name>_scan`` and
+            ``spikeflow::<name>_scan_backward``).
+        devices, dtypes: what the kernels read (the operators refuse anything else).
+        make_call: ``make_call(neuron, cfg, record, interval, mask, dtype)``: the
+            backend's static description of a call (``cfg`` from :func:`config`,
+            ``mask`` from :func:`no_grad_mask`); it has ``.neuron`` and ``.record``.
+        forward: ``forward(call, x, states, params, checkpoints)`` ->
+            ``(output, trajectory or None, [checkpoints] or None, [final state])``.
+        backward: ``backward(call, x, states, kept, params, g_out, g_fin, g_traj, needs)``
+            -> ``(g_x, [g_state], [g_param])``, None where not needed; ``kept`` is the
+            trajectory (``record``) or the checkpoints; ``needs`` covers
+            ``(x, *states, *params)``.
+        kept_shapes: ``kept_shapes(neuron, x, record, interval)``: the shapes of kept.
+        interval: ``interval(neuron, x)``: the checkpoint interval K for a call.
     """
 
-    name: str
-    devices: frozenset
-    dtypes: frozenset
-    forward: Callable[..., tuple]
-    backward: Callable[..., tuple]
-    kept_shapes: Callable[..., list]
+    def __init__(self, name: str, *, devices: frozenset, dtypes: frozenset,
+                 make_call: Callable[..., Any], forward: Callable[..., tuple],
+                 backward: Callable[..., tuple], kept_shapes: Callable[..., list],
+                 interval: Callable[[FusedNeuron, torch.Tensor], int]):
+        self.name, self.devices, self.dtypes = name, devices, dtypes
+        self.make_call, self.forward, self.backward = make_call, forward, backward
+        self.kept_shapes, self.interval = kept_shapes, interval
+        self.op = _register_operators(self)
+
+    def run(self, model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTuple,
+            record: bool):
+        """Run ``model`` over ``x``: ``(output, final state, trajectory or None)``."""
+        neuron, x, states, params = unpack(model, values, x, state)
+        ns = len(neuron.fields)
+        cfg, interval, mask = config(values), self.interval(neuron, x), no_grad_mask(neuron, values)
+        if torch.compiler.is_compiling():
+            results = self.op(x, states, params, model.name, cfg, record, interval, mask)
+            out, fin = results[0], results[1 : 1 + ns]
+            traj = results[1 + ns :] if record else None
+        else:
+            call = self.make_call(model.name, cfg, record, interval, mask, x.dtype)
+            if needs_grad([x, *states, *params[: neuron.learnable]]):
+                results = _FusedScan.apply(self, call, x, *states, *params)
+                out, fin = results[0], results[1 : 1 + ns]
+                traj = results[1 + ns :] if record else None
+            else:
+                out, traj, _, fin = self.forward(call, x, states, params, False)
+        return assemble(model, neuron, state, x, out, fin, traj, record)
+
+    def check_op_args(self, neuron: str, x: torch.Tensor, states: Sequence[torch.Tensor],
+                      params: Sequence[torch.Tensor]) -> None:
+        """The kernels read raw memory: refuse what they would misread."""
+        op = f"spikeflow::{self.name}_scan"
+        if neuron not in NEURONS:
+            raise ValueError(f"{op}: unknown neuron {neuron!r} (known: {sorted(NEURONS)})")
+        spec = NEURONS[neuron]
+        if len(states) != len(spec.fields) or len(params) != len(spec.params):
+            raise ValueError(
+                f"{op}: {neuron} takes {len(spec.fields)} state fields {spec.fields} and "
+                f"{len(spec.params)} parameters {spec.params}; got {len(states)} and {len(params)}"
+            )
+        names = "/".join(sorted(str(d).replace("torch.", "") for d in self.dtypes))
+        if x.dtype not in self.dtypes or x.device.type not in self.devices or x.dim() < 2:
+            raise ValueError(f"{op}: x must be a {names} tensor [T, B, ...] on "
+                             f"{'/'.join(sorted(self.devices))}; got {x.dtype} on {x.device} "
+                             f"with shape {tuple(x.shape)}")
+        for t in states:
+            if t.dtype != x.dtype or t.device != x.device or t.shape != x.shape[1:]:
+                raise ValueError(f"{op}: every state tensor must be {x.dtype} on {x.device}, shaped "
+                                 f"like x[0] {tuple(x.shape[1:])}; got {t.dtype} {tuple(t.shape)}")
 
 
-def _check_op_args(calls: KernelCalls, neuron: str, x: torch.Tensor, states: Sequence[torch.Tensor],
-                   params: Sequence[torch.Tensor]) -> None:
-    """The kernels read raw memory: refuse what they would misread."""
-    op = f"spikeflow::{calls.name}_scan"
-    if neuron not in NEURONS:
-        raise ValueError(f"{op}: unknown neuron {neuron!r} (known: {sorted(NEURONS)})")
-    spec = NEURONS[neuron]
-    if len(states) != len(spec.fields) or len(params) != len(spec.params):
-        raise ValueError(
-            f"{op}: {neuron} takes {len(spec.fields)} state fields {spec.fields} and "
-            f"{len(spec.params)} parameters {spec.params}; got {len(states)} and {len(params)}"
-        )
-    names = "/".join(sorted(str(d).replace("torch.", "") for d in calls.dtypes))
-    if x.dtype not in calls.dtypes or x.device.type not in calls.devices or x.dim() < 2:
-        raise ValueError(f"{op}: x must be a {names} tensor [T, B, ...] on {'/'.join(sorted(calls.devices))}; got "
-                         f"{x.dtype} on {x.device} with shape {tuple(x.shape)}")
-    for t in states:
-        if t.dtype != x.dtype or t.device != x.device or t.shape != x.shape[1:]:
-            raise ValueError(f"{op}: every state tensor must be {x.dtype} on {x.device}, shaped "
-                             f"like x[0] {tuple(x.shape[1:])}; got {t.dtype} {tuple(t.shape)}")
-
-
-def scan_operators(calls: KernelCalls) -> Callable[..., list]:
-    """Register ``spikeflow::<name>_scan`` and its backward for ``calls``; returns the
+def _register_operators(kernels: FusedKernels) -> Callable[..., list]:
+    """Register ``spikeflow::<name>_scan`` and its backward for ``kernels``; returns the
     forward operator ``op(x, states, params, neuron, cfg, record, interval, mask)`` ->
     ``[output, *final state, *kept]``."""
-    name = calls.name
+    name = kernels.name
+
+    def call_of(neuron, cfg, record, interval, mask, x):
+        return kernels.make_call(neuron, cfg, record, interval, mask, x.dtype)
 
     @torch.library.custom_op(f"spikeflow::{name}_scan", mutates_args=())
     def scan_op(x: torch.Tensor, states: list[torch.Tensor], params: list[torch.Tensor],
                 neuron: str, cfg: list[float], record: bool, interval: int,
                 mask: int) -> list[torch.Tensor]:
         x, states = x.contiguous(), [s.contiguous() for s in states]
-        _check_op_args(calls, neuron, x, states, params)
-        out, fin, kept = calls.forward(neuron, cfg, record, interval, mask, x, states, params)
-        return [out, *fin, *kept]
+        kernels.check_op_args(neuron, x, states, params)
+        call = call_of(neuron, cfg, record, interval, mask, x)
+        out, post, ckpt, fin = kernels.forward(call, x, states, params, True)
+        return [out, *fin, *(post if record else ckpt)]
 
     @scan_op.register_fake
     def _(x, states, params, neuron, cfg, record, interval, mask):
         return [torch.empty_like(x), *[torch.empty_like(s) for s in states],
-                *[x.new_empty(shape) for shape in calls.kept_shapes(neuron, x, record, interval)]]
+                *[x.new_empty(shape) for shape in kernels.kept_shapes(neuron, x, record, interval)]]
 
     @torch.library.custom_op(f"spikeflow::{name}_scan_backward", mutates_args=())
     def backward_op(x: torch.Tensor, states: list[torch.Tensor], kept: list[torch.Tensor],
@@ -239,15 +302,16 @@ def scan_operators(calls: KernelCalls) -> Callable[..., list]:
                     g_fin: list[Optional[torch.Tensor]], g_traj: list[Optional[torch.Tensor]],
                     needs: list[bool]) -> list[torch.Tensor]:
         x, states = x.contiguous(), [s.contiguous() for s in states]
-        _check_op_args(calls, neuron, x, states, params)
-        expected = calls.kept_shapes(neuron, x, record, interval)
+        kernels.check_op_args(neuron, x, states, params)
+        expected = kernels.kept_shapes(neuron, x, record, interval)
         kept = [k.contiguous() for k in kept]
         if [tuple(k.shape) for k in kept] != [tuple(s) for s in expected] or any(
                 k.dtype != x.dtype for k in kept):
             raise ValueError(f"spikeflow::{name}_scan_backward: kept tensors must be {x.dtype} "
                              f"{expected}; got {[tuple(k.shape) for k in kept]}")
-        g_x, g_init, g_params = calls.backward(neuron, cfg, record, interval, mask, x, states, kept,
-                                               params, g_out, g_fin, g_traj, needs)
+        call = call_of(neuron, cfg, record, interval, mask, x)
+        g_x, g_init, g_params = kernels.backward(call, x, states, kept, params, g_out, g_fin,
+                                                 g_traj, needs)
         # Outputs must not alias each other: one fresh tensor per unneeded slot, and a
         # copy of a view (a backend may hand out the rows of one buffer).
         return [x.new_empty(0) if g is None else g.clone() if g._base is not None else g

@@ -45,23 +45,16 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ..neurons._base import NeuronModel
 from ._fused import (
     CFG_SIZE,
     NEURONS,
+    FusedKernels,
     FusedNeuron,
-    KernelCalls,
-    assemble,
-    config,
     contiguous_grad,
     fields_of,
-    needs_grad,
-    no_grad_mask,
     register_fused,
-    scan_operators,
-    unpack,
 )
 
 __all__ = ["available", "library_path"]
@@ -453,38 +446,6 @@ def _backward(call: _Call, x: torch.Tensor, states: Sequence[torch.Tensor],
     return g_x, g_init, g_params
 
 
-class _FusedScan(torch.autograd.Function):
-    """(x, *state, *params) -> (output, *final_state, *trajectory if record)."""
-
-    @staticmethod
-    def forward(ctx, call: _Call, x: torch.Tensor, *tensors: torch.Tensor):
-        ns = len(call.neuron.fields)
-        states, params = tensors[:ns], tensors[ns:]
-        out, post, ckpt, fin = _forward(call, x, states, params, checkpoints=True)
-        ctx.call = call
-        # With record the trajectory is saved (and returned); otherwise checkpoints.
-        ctx.save_for_backward(x, *states, *(post if call.record else ckpt), *params)
-        ctx.set_materialize_grads(False)
-        return (out, *fin, *(post if call.record else ()))
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_out: Optional[torch.Tensor], *g_rest: Optional[torch.Tensor]):
-        call: _Call = ctx.call
-        ns = len(call.neuron.fields)
-        saved = ctx.saved_tensors
-        x, states = saved[0], saved[1 : 1 + ns]
-        kept, params = saved[1 + ns : 1 + 2 * ns], saved[1 + 2 * ns :]
-        g_x, g_init, g_params = _backward(
-            call, x, states, kept, params, g_out, g_rest[:ns], g_rest[ns:], ctx.needs_input_grad[1:]
-        )
-        return (None, g_x, *g_init, *g_params)
-
-
-# ---------------------------------------------------------------------------
-# The kernels as torch operators, for torch.compile (see _fused.scan_operators)
-
-
 def _call_from(neuron: str, cfg: Sequence[float], record: bool, interval: int, mask: int,
                dtype: torch.dtype) -> _Call:
     spec = NEURONS[neuron]
@@ -492,25 +453,16 @@ def _call_from(neuron: str, cfg: Sequence[float], record: bool, interval: int, m
                  fields_of(mask, len(spec.fields)), record, interval)
 
 
-def _op_forward(neuron, cfg, record, interval, mask, x, states, params):
-    call = _call_from(neuron, cfg, record, interval, mask, x.dtype)
-    out, post, ckpt, fin = _forward(call, x, states, params, checkpoints=True)
-    return out, fin, (post if record else ckpt)
-
-
-def _op_backward(neuron, cfg, record, interval, mask, x, states, kept, params, g_out, g_fin,
-                 g_traj, needs):
-    call = _call_from(neuron, cfg, record, interval, mask, x.dtype)
-    return _backward(call, x, states, kept, params, g_out, g_fin, g_traj, needs)
-
-
-def _op_kept_shapes(neuron, x, record, interval):
+def _kept_shapes(neuron: str, x: torch.Tensor, record: bool, interval: int) -> list:
     rows = x.shape[0] if record else -(-x.shape[0] // interval)
     return [(rows, *x.shape[1:])] * len(NEURONS[neuron].fields)
 
 
-_scan_op = scan_operators(KernelCalls("cpu", frozenset({"cpu"}), frozenset(_DTYPE_CODE), _op_forward,
-                                      _op_backward, _op_kept_shapes))
+_KERNELS = FusedKernels(
+    "cpu", devices=frozenset({"cpu"}), dtypes=frozenset(_DTYPE_CODE), make_call=_call_from,
+    forward=_forward, backward=_backward, kept_shapes=_kept_shapes,
+    interval=lambda neuron, x: _checkpoint_interval(len(neuron.fields), x.element_size()),
+)
 
 
 # ---------------------------------------------------------------------------
@@ -530,30 +482,7 @@ def run_cpu(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTuple,
         from .cpu_recurrent import run_recurrent
 
         return run_recurrent(model, values, x, state, recurrent, record)
-    neuron, x, states, params = unpack(model, values, x, state)
-    ns = len(neuron.fields)
-    interval = _checkpoint_interval(ns, x.element_size())
-    if torch.compiler.is_compiling():  # the registered operators (see above)
-        results = _scan_op(x, states, params, model.name, config(values), record, interval,
-                           no_grad_mask(neuron, values))
-        out, fin = results[0], results[1 : 1 + ns]
-        traj = results[1 + ns :] if record else None
-    else:
-        call = _Call(
-            neuron,
-            _DTYPE_CODE[x.dtype],
-            (ctypes.c_double * CFG_SIZE)(*config(values)),
-            neuron.no_grad_fields(values),
-            record,
-            interval,
-        )
-        if needs_grad([x, *states, *params[: neuron.learnable]]):
-            results = _FusedScan.apply(call, x, *states, *params)
-            out, fin = results[0], results[1 : 1 + ns]
-            traj = results[1 + ns :] if record else None
-        else:
-            out, traj, _, fin = _forward(call, x, states, params, checkpoints=False)
-    return assemble(model, neuron, state, x, out, fin, traj, record)
+    return _KERNELS.run(model, values, x, state, record)
 
 
 register_fused("cpu", run_cpu, dtypes=frozenset(_DTYPE_CODE), devices=frozenset({"cpu"}),

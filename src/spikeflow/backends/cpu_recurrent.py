@@ -31,14 +31,8 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import cpu
-from ._fused import CFG_SIZE, assemble, config, contiguous_grad, needs_grad, unpack
+from ._fused import assemble, config, contiguous_grad, needs_grad, no_grad_mask, unpack
 from ..neurons._base import NeuronModel
-
-
-def _ptr_array(tensors: Sequence[Optional[torch.Tensor]]) -> ctypes.Array:
-    return (ctypes.c_void_p * max(1, len(tensors)))(
-        *[None if t is None else t.data_ptr() for t in tensors]
-    )
 
 
 class _Loop:
@@ -49,7 +43,7 @@ class _Loop:
         self.lib = cpu._lib()
         self.T, self.M = x.shape[0], x[0].numel()
         self.arrays, self.strides = cpu._param_arrays(params, x.shape[1:])
-        self.prm = _ptr_array(self.arrays)
+        self.prm = cpu._ptrs(self.arrays)
         self.threads = torch.get_num_threads()
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -77,8 +71,8 @@ class _Loop:
             after = [f[t] for f in traj] if keep_all else traj[t % 2]
             rc = self.lib.sf_forward(
                 self.call.neuron.code, self.call.dtype, 1, self.M, u_t.data_ptr(),
-                _ptr_array(before), self.prm, self.strides, self.call.cfg, out[t].data_ptr(),
-                None, None, 1, _ptr_array(after), self.threads,
+                cpu._ptrs(before), self.prm, self.strides, self.call.cfg, out[t].data_ptr(),
+                None, None, 1, cpu._ptrs(after), self.threads,
             )
             if rc != 0:  # pragma: no cover - codes are fixed by cpu.py
                 raise RuntimeError(f"spikeflow cpu kernel failed (recurrent forward, code {rc})")
@@ -141,13 +135,13 @@ class _FusedRecurrentScan(torch.autograd.Function):
                     g_state[k] = g_traj[k][t] if g_state[k] is None else g_state[k] + g_traj[k][t]
             writes = g_before[t % 2]
             rc = loop.lib.sf_backward(
-                neuron.code, call.dtype, 1, M, u[t].data_ptr(), _ptr_array(before),
-                _ptr_array(after), None, 1, loop.prm, loop.strides, call.cfg,
+                neuron.code, call.dtype, 1, M, u[t].data_ptr(), cpu._ptrs(before),
+                cpu._ptrs(after), None, 1, loop.prm, loop.strides, call.cfg,
                 None if g_total is None else g_total.data_ptr(),
-                _ptr_array([None if g is None else g.contiguous() for g in g_state]),
-                _ptr_array([None] * ns), g_u[t].data_ptr(),
-                _ptr_array([w if k not in call.no_grad_fields else None for k, w in enumerate(writes)]),
-                _ptr_array(g_prm_step[: neuron.learnable]), loop.threads,
+                cpu._ptrs([None if g is None else g.contiguous() for g in g_state]),
+                cpu._ptrs([None] * ns), g_u[t].data_ptr(),
+                cpu._ptrs([w if k not in call.no_grad_fields else None for k, w in enumerate(writes)]),
+                cpu._ptrs(g_prm_step[: neuron.learnable]), loop.threads,
             )
             if rc != 0:  # pragma: no cover
                 raise RuntimeError(f"spikeflow cpu kernel failed (recurrent backward, code {rc})")
@@ -176,10 +170,7 @@ def run_recurrent(model: NeuronModel, values: Any, x: torch.Tensor, state: Named
     weight, bias, previous = recurrent
     neuron, x, states, params = unpack(model, values, x, state)
     ns = len(neuron.fields)
-    call = cpu._Call(
-        neuron, cpu._DTYPE_CODE[x.dtype], (ctypes.c_double * CFG_SIZE)(*config(values)),
-        neuron.no_grad_fields(values), record, 1,
-    )
+    call = cpu._call_from(model.name, config(values), record, 1, no_grad_mask(neuron, values), x.dtype)
     weight, previous = weight.contiguous(), previous.contiguous()
     if needs_grad([x, weight, bias, previous, *states, *params[: neuron.learnable]]):
         results = _FusedRecurrentScan.apply(call, x, weight, bias, previous, *states, *params)

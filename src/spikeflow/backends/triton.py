@@ -39,22 +39,15 @@ import threading
 from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ..neurons._base import NeuronModel
 from ._fused import (
     NEURONS,
+    FusedKernels,
     FusedNeuron,
-    KernelCalls,
-    assemble,
-    config,
     contiguous_grad,
     fields_of,
-    needs_grad,
-    no_grad_mask,
     register_fused,
-    scan_operators,
-    unpack,
 )
 
 __all__ = ["available", "run_triton"]
@@ -140,9 +133,11 @@ class _Call(NamedTuple):
     interval: int  # checkpoint interval K
 
 
-def _call_from(neuron: str, cfg: Sequence[float], record: bool, interval: int, mask: int) -> _Call:
+def _call_from(neuron: str, cfg: Sequence[float], record: bool, interval: int, mask: int,
+               dtype: torch.dtype) -> _Call:
     """The kernels' compile-time settings from the shared settings list
-    (:func:`~spikeflow.backends._fused.config`)."""
+    (:func:`~spikeflow.backends._fused.config`); ``dtype`` is the tensors' (the kernels
+    take it from them)."""
     spec = NEURONS[neuron]
     kind, alpha = int(cfg[0]), cfg[1]
     settings = dict(RESET=int(cfg[2]), CUR_FIRST=bool(cfg[5]), NORMALIZE=bool(cfg[6]),
@@ -209,10 +204,11 @@ def _pad4(tensors: Sequence[Optional[torch.Tensor]], dummy: torch.Tensor) -> lis
 
 def _forward(call: _Call, x: torch.Tensor, states: Sequence[torch.Tensor],
              params: Sequence[torch.Tensor], checkpoints: bool):
-    """Run the forward kernel: (output, trajectory or None, checkpoints or None, final).
+    """Run the forward kernel: (output, trajectory or None, [checkpoints] or None, final).
 
     The trajectory (every state, ``[T, B, ...]`` per field) is made with ``record``;
-    checkpoints (``[ceil(T / K), fields, M]``) when asked for without ``record``.
+    checkpoints (one ``[ceil(T / K), fields, M]`` tensor) when asked for without
+    ``record``.
     """
     neuron = call.neuron
     T, M = x.shape[0], x[0].numel()
@@ -223,8 +219,9 @@ def _forward(call: _Call, x: torch.Tensor, states: Sequence[torch.Tensor],
     if checkpoints and post is None:
         ckpt = x.new_empty((-(-T // call.interval), ns, M))
     fin = [torch.empty_like(s) for s in states]
+    kept = None if ckpt is None else [ckpt]
     if M == 0:
-        return out, post, ckpt, fin
+        return out, post, kept, fin
     block, warps = _launch(M)
     k = _kernels()
     with _device_guard(x):
@@ -236,7 +233,7 @@ def _forward(call: _Call, x: torch.Tensor, states: Sequence[torch.Tensor],
             POST=post is not None, CKPT=ckpt is not None, BLOCK=block,
             num_warps=warps, enable_fp_fusion=False,
         )
-    return out, post, ckpt, fin
+    return out, post, kept, fin
 
 
 def _mask(tensors: Sequence[Optional[torch.Tensor]]) -> int:
@@ -296,34 +293,19 @@ def _backward(call: _Call, x: torch.Tensor, states: Sequence[torch.Tensor],
     return g_x, g_states, g_params
 
 
-class _TritonScan(torch.autograd.Function):
-    """(x, *state, *params) -> (output, *final_state, *trajectory if record)."""
+def _kept_shapes(neuron: str, x: torch.Tensor, record: bool, interval: int) -> list:
+    ns = len(NEURONS[neuron].fields)
+    if record:
+        return [tuple(x.shape)] * ns
+    return [(-(-x.shape[0] // interval), ns, x[0].numel())]
 
-    @staticmethod
-    def forward(ctx, call: _Call, x: torch.Tensor, *tensors: torch.Tensor):
-        ns = len(call.neuron.fields)
-        states, params = tensors[:ns], tensors[ns:]
-        out, post, ckpt, fin = _forward(call, x, states, params, checkpoints=True)
-        ctx.call = call
-        # With record the trajectory is saved (and returned); otherwise checkpoints.
-        kept = post if call.record else [ckpt]
-        ctx.kept = len(kept)
-        ctx.save_for_backward(x, *states, *kept, *params)
-        ctx.set_materialize_grads(False)
-        return (out, *fin, *(post if call.record else ()))
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_out: Optional[torch.Tensor], *g_rest: Optional[torch.Tensor]):
-        call: _Call = ctx.call
-        ns = len(call.neuron.fields)
-        saved = ctx.saved_tensors
-        x, states = saved[0], saved[1 : 1 + ns]
-        kept, params = saved[1 + ns : 1 + ns + ctx.kept], saved[1 + ns + ctx.kept :]
-        g_x, g_init, g_params = _backward(
-            call, x, states, kept, params, g_out, g_rest[:ns], g_rest[ns:], ctx.needs_input_grad[1:]
-        )
-        return (None, g_x, *g_init, *g_params)
+# CPU tensors too: run_triton runs them in Triton's interpreter (TRITON_INTERPRET=1).
+_KERNELS = FusedKernels(
+    "triton", devices=frozenset({"cuda", "cpu"}), dtypes=_DTYPES, make_call=_call_from,
+    forward=_forward, backward=_backward, kept_shapes=_kept_shapes,
+    interval=lambda neuron, x: _checkpoint_interval(x.shape[0]),
+)
 
 
 # ---------------------------------------------------------------------------
@@ -335,46 +317,8 @@ def run_triton(model: NeuronModel, values: Any, x: torch.Tensor, state: NamedTup
     """Run ``model`` over ``x`` with the Triton kernels (see the module docstring)."""
     if recurrent is not None:  # pragma: no cover - the registry never routes these here
         raise ValueError("the triton backend does not run recurrent layers")
-    neuron, x, states, params = unpack(model, values, x, state)
-    ns = len(neuron.fields)
-    cfg, interval, mask = config(values), _checkpoint_interval(x.shape[0]), no_grad_mask(neuron, values)
-    if torch.compiler.is_compiling():  # the registered operators (see _fused.scan_operators)
-        results = _scan_op(x, states, params, model.name, cfg, record, interval, mask)
-        out, fin = results[0], results[1 : 1 + ns]
-        traj = results[1 + ns :] if record else None
-    else:
-        call = _call_from(model.name, cfg, record, interval, mask)
-        if needs_grad([x, *states, *params[: neuron.learnable]]):
-            results = _TritonScan.apply(call, x, *states, *params)
-            out, fin = results[0], results[1 : 1 + ns]
-            traj = results[1 + ns :] if record else None
-        else:
-            out, traj, _, fin = _forward(call, x, states, params, checkpoints=False)
-    return assemble(model, neuron, state, x, out, fin, traj, record)
+    return _KERNELS.run(model, values, x, state, record)
 
-
-def _op_forward(neuron, cfg, record, interval, mask, x, states, params):
-    call = _call_from(neuron, cfg, record, interval, mask)
-    out, post, ckpt, fin = _forward(call, x, states, params, checkpoints=True)
-    return out, fin, (post if record else [ckpt])
-
-
-def _op_backward(neuron, cfg, record, interval, mask, x, states, kept, params, g_out, g_fin,
-                 g_traj, needs):
-    call = _call_from(neuron, cfg, record, interval, mask)
-    return _backward(call, x, states, kept, params, g_out, g_fin, g_traj, needs)
-
-
-def _op_kept_shapes(neuron, x, record, interval):
-    ns = len(NEURONS[neuron].fields)
-    if record:
-        return [tuple(x.shape)] * ns
-    return [(-(-x.shape[0] // interval), ns, x[0].numel())]
-
-
-# CPU tensors too: run_triton runs them in Triton's interpreter (TRITON_INTERPRET=1).
-_scan_op = scan_operators(KernelCalls("triton", frozenset({"cuda", "cpu"}), _DTYPES, _op_forward,
-                                      _op_backward, _op_kept_shapes))
 
 register_fused("triton", run_triton, dtypes=_DTYPES, devices=frozenset({"cuda"}), recurrent=False,
                available=available, priority=20)
