@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
-import sys
 import time
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
-from .timing import Timed, json_safe, library_versions, load_average, machine_info, round_robin, summarize
+from .options import option, report_progress, selected
+from .suite import target_row
+from .timing import Timed, json_safe, library_versions, load_average, machine_info, round_robin, summarize, synchronizer
 
 __all__ = ["SeedASN", "run", "seed_loop", "make_input"]
 
@@ -161,39 +162,6 @@ def make_input(mode: str, n: int, steps: int, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------- helpers
 
 
-def _opt(opts, name, default):
-    value = getattr(opts, name, default)
-    return default if value is None else value
-
-
-def _selected(name: str, impls) -> bool:
-    return not impls or any(name.startswith(p) for p in impls)
-
-
-def _log(opts, msg: str) -> None:
-    if getattr(opts, "progress", False):
-        print(f"[{NAME}] {msg}", file=sys.stderr, flush=True)
-
-
-def _syncer(device: torch.device):
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
-
-
-def _target_row(config, case, metric, value, op=None, target=None, what=""):
-    """A summary row for ``spikeflow bench`` (:func:`spikeflow.bench.suite.target_row`)."""
-    try:
-        from .suite import target_row
-    except Exception:  # noqa: BLE001 - the suite is optional for a configuration
-        met = None
-        if value is not None and target is not None and op in (">=", "<="):
-            met = bool(value >= target) if op == ">=" else bool(value <= target)
-        return {"config": config, "case": case, "metric": metric, "value": value, "op": op, "target": target,
-                "met": met, "what": what}
-    return target_row(config, case, metric, value, op, target, what)
-
-
 def _fmt(v, spec=".2f"):
     return "–" if v is None else format(v, spec)
 
@@ -204,11 +172,11 @@ def _fmt(v, spec=".2f"):
 def run(opts) -> dict:
     """Run the configuration with a ``BenchOptions``-like ``opts`` (see module docstring)."""
     started = time.perf_counter()
-    device = torch.device(_opt(opts, "device", "cpu"))
-    quick = bool(_opt(opts, "quick", False))
-    repeats = int(_opt(opts, "repeats", 1 if quick else 5))
-    warmup = int(_opt(opts, "warmup", 0 if quick else 1))
-    seed = int(_opt(opts, "seed", 0))
+    device = torch.device(option(opts, "device", "cpu"))
+    quick = bool(option(opts, "quick", False))
+    repeats = int(option(opts, "repeats", 1 if quick else 5))
+    warmup = int(option(opts, "warmup", 0 if quick else 1))
+    seed = int(option(opts, "seed", 0))
     impls = getattr(opts, "impls", None)
     threads = getattr(opts, "threads", None)
     old_threads = torch.get_num_threads()
@@ -216,7 +184,7 @@ def run(opts) -> dict:
         torch.set_num_threads(int(threads))
     ns = QUICK_NS if quick else FULL_NS
     budget = QUICK_NUMPY_BUDGET_S if quick else NUMPY_BUDGET_S
-    sync = _syncer(device)
+    sync = synchronizer(device)
 
     import spikeflow
     from spikeflow.backends import resolve
@@ -249,7 +217,7 @@ def run(opts) -> dict:
         },
     }
     for name, entry in implementations.items():
-        entry["status"] = "ok" if _selected(name, impls) else "skipped"
+        entry["status"] = "ok" if selected(name, impls) else "skipped"
         if entry["status"] == "skipped":
             entry["reason"] = "not selected by the impls filter"
 
@@ -291,7 +259,7 @@ def run(opts) -> dict:
     for mode in MODES:
         ratio_ref[mode], ratio_fused[mode] = {}, {}
         for n in ns:
-            _log(opts, f"mode={mode} N={n} ...")
+            report_progress(opts, NAME, f"mode={mode} N={n} ...")
             x_np = make_input(mode, n, T_STEPS, seed)
             # time-major [T, B=N, 1] for spikeflow (the transpose is outside the timing)
             x_t = torch.from_numpy(np.ascontiguousarray(x_np.transpose(1, 0, 2))).to(device)
@@ -475,12 +443,12 @@ def ratio_rows(ratio_ref: dict, ratio_fused: dict) -> List[dict]:
     for mode in ratio_fused:
         for n_text, value in ratio_fused[mode].items():
             targeted = mode == "spikes" and int(n_text) == TARGET_N
-            rows.append(_target_row(
+            rows.append(target_row(
                 NAME, f"{mode} N={n_text}", "numpy_ms_over_fused_ms", value,
                 ">=" if targeted else None, TARGET_RATIO if targeted else None,
                 f"{IMPL_NUMPY} ms / {IMPL_FUSED} ms" + (" (the issue's target)" if targeted else ""),
             ))
-            rows.append(_target_row(
+            rows.append(target_row(
                 NAME, f"{mode} N={n_text}", "numpy_ms_over_reference_ms", ratio_ref[mode].get(n_text), None, None,
                 f"{IMPL_NUMPY} ms / {IMPL_REF} ms (measured {EARLIER_REFERENCE_RATIO:g}x at N = {TARGET_N} earlier)",
             ))

@@ -61,6 +61,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .options import option, report_progress
+from .suite import target_row
 from .timing import json_safe, library_versions, load_average, machine_info
 
 __all__ = ["LiveTensorBytes", "run", "probe"]
@@ -181,29 +183,6 @@ METHOD_CUDA = (
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _opt(opts, name, default):
-    value = getattr(opts, name, default)
-    return default if value is None else value
-
-
-def _log(opts, msg: str) -> None:
-    if getattr(opts, "progress", False):
-        print(f"[{NAME}] {msg}", file=sys.stderr, flush=True)
-
-
-def _target_row(config, case, metric, value, op=None, target=None, what=""):
-    """A summary row for ``spikeflow bench`` (:func:`spikeflow.bench.suite.target_row`)."""
-    try:
-        from .suite import target_row
-    except Exception:  # noqa: BLE001 - the suite is optional for a configuration
-        met = None
-        if value is not None and target is not None and op in (">=", "<="):
-            met = bool(value >= target) if op == ">=" else bool(value <= target)
-        return {"config": config, "case": case, "metric": metric, "value": value, "op": op, "target": target,
-                "met": met, "what": what}
-    return target_row(config, case, metric, value, op, target, what)
 
 
 def _vm_kib(field_name: str) -> Optional[int]:
@@ -370,9 +349,9 @@ def spikeflow_keeps(size) -> dict:
 
 def run(opts) -> dict:
     started = time.perf_counter()
-    device = str(_opt(opts, "device", "cpu"))
-    quick = bool(_opt(opts, "quick", False))
-    seed = int(_opt(opts, "seed", 0))
+    device = str(option(opts, "device", "cpu"))
+    quick = bool(option(opts, "quick", False))
+    seed = int(option(opts, "seed", 0))
     impls_filter = getattr(opts, "impls", None)
     size = QUICK_SIZE if quick else FULL_SIZE
     threads = int(getattr(opts, "threads", 0) or 0) or torch.get_num_threads()
@@ -393,7 +372,7 @@ def run(opts) -> dict:
         report.update(results=[], ratios={}, markdown=f"unavailable: spikeflow.bench.lif_layer not importable ({exc})")
         return json_safe(report)
 
-    _log(opts, "building and checking implementations")
+    report_progress(opts, NAME, "building and checking implementations")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         impls = lif.build_impls(list(impls_filter) if impls_filter else None, device)
@@ -410,7 +389,7 @@ def run(opts) -> dict:
             row.update(status="unavailable", reason=impl.unavailable or impl.mode_unavailable.get("forward_backward"))
             rows.append(row)
             continue
-        _log(opts, f"{impl.name} {'x'.join(map(str, size))}")
+        report_progress(opts, NAME, f"{impl.name} {'x'.join(map(str, size))}")
         t0 = time.perf_counter()
         if device == "cpu":
             res = _probe_subprocess(impl.name, size, seed, threads)
@@ -447,7 +426,7 @@ def run(opts) -> dict:
     for n in sf_ok:
         value = details["spikeflow_peak_over_lowest_peer_peak"][n]
         targeted = n == best_sf
-        ratios.append(_target_row(
+        ratios.append(target_row(
             NAME, case, f"peak_over_lowest_peer_peak ({n})", value,
             "<=" if targeted else None, TARGET_RATIO if targeted else None,
             f"{n} peak bytes / {lowest_peer or 'lowest peer (none ran)'} peak bytes"

@@ -5,10 +5,11 @@ Each configuration module exposes ``run(opts: BenchOptions) -> dict``.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
-__all__ = ["BenchOptions"]
+__all__ = ["BenchOptions", "option", "report_progress", "selected"]
 
 
 @dataclass(frozen=True)
@@ -33,3 +34,21 @@ class BenchOptions:
     seed: int = 0
     impls: Optional[Tuple[str, ...]] = None
     progress: bool = False
+
+
+def option(opts: Any, name: str, default: Any) -> Any:
+    """``opts.name``, or ``default`` when it is missing or None (configurations also
+    take stand-in option objects)."""
+    value = getattr(opts, name, default)
+    return default if value is None else value
+
+
+def selected(name: str, impls: Optional[Sequence[str]]) -> bool:
+    """Whether implementation ``name`` passes the ``impls`` prefix filter (None: all)."""
+    return not impls or any(name.startswith(p) for p in impls)
+
+
+def report_progress(opts: Any, config: str, message: str) -> None:
+    """A progress line ``[config] message`` on stderr when ``opts.progress`` is set."""
+    if getattr(opts, "progress", False):
+        print(f"[{config}] {message}", file=sys.stderr, flush=True)

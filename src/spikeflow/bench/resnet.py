@@ -37,7 +37,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import gc
-import sys
 import time
 import warnings
 from typing import Dict, List, Optional
@@ -45,7 +44,9 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-from .timing import Timed, json_safe, library_versions, load_average, machine_info, round_robin, summarize
+from .options import option, report_progress, selected
+from .suite import target_row
+from .timing import Timed, json_safe, library_versions, load_average, machine_info, round_robin, summarize, synchronizer
 
 __all__ = ["SpikeflowResNet18", "spikeflow_resnet18", "spikingjelly_resnet18", "run", "layer_counts", "count_parameters"]
 
@@ -207,39 +208,6 @@ def copy_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def _opt(opts, name, default):
-    value = getattr(opts, name, default)
-    return default if value is None else value
-
-
-def _selected(name: str, impls) -> bool:
-    return not impls or any(name.startswith(p) for p in impls)
-
-
-def _log(opts, msg: str) -> None:
-    if getattr(opts, "progress", False):
-        print(f"[{NAME}] {msg}", file=sys.stderr, flush=True)
-
-
-def _target_row(config, case, metric, value, op=None, target=None, what=""):
-    """A summary row for ``spikeflow bench`` (:func:`spikeflow.bench.suite.target_row`)."""
-    try:
-        from .suite import target_row
-    except Exception:  # noqa: BLE001 - the suite is optional for a configuration
-        met = None
-        if value is not None and target is not None and op in (">=", "<="):
-            met = bool(value >= target) if op == ">=" else bool(value <= target)
-        return {"config": config, "case": case, "metric": metric, "value": value, "op": op, "target": target,
-                "met": met, "what": what}
-    return target_row(config, case, metric, value, op, target, what)
-
-
-def _syncer(device: torch.device):
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
-
-
 def spikeflow_backends(device: torch.device) -> Dict[str, Optional[str]]:
     """Every backend registered for LIF -> None if it runs these settings on ``device``, else why not."""
     from spikeflow.backends import backends_for
@@ -341,17 +309,17 @@ def _check(sj_net, sf_nets: Dict[str, torch.nn.Module], sj_reset, device, seed: 
 
 def run(opts) -> dict:
     started = time.perf_counter()
-    device = torch.device(_opt(opts, "device", "cpu"))
-    quick = bool(_opt(opts, "quick", False))
-    seed = int(_opt(opts, "seed", 0))
+    device = torch.device(option(opts, "device", "cpu"))
+    quick = bool(option(opts, "quick", False))
+    seed = int(option(opts, "seed", 0))
     impls = getattr(opts, "impls", None)
     cfg = QUICK if quick else FULL
-    repeats_req = int(_opt(opts, "repeats", 1 if quick else CPU_MAX_REPEATS))
-    warmup_req = int(_opt(opts, "warmup", 0 if quick else 1))
+    repeats_req = int(option(opts, "repeats", 1 if quick else CPU_MAX_REPEATS))
+    warmup_req = int(option(opts, "warmup", 0 if quick else 1))
     repeats, warmup = repeats_req, warmup_req
     if device.type == "cpu" and not quick:
         repeats, warmup = min(repeats, CPU_MAX_REPEATS), min(warmup, CPU_MAX_WARMUP)
-    sync = _syncer(device)
+    sync = synchronizer(device)
     notes: List[str] = []
 
     implementations: Dict[str, dict] = {}
@@ -379,7 +347,7 @@ def run(opts) -> dict:
             from spikingjelly.activation_based import functional as sj_functional
 
             sj_reset = sj_functional.reset_net
-            sj_entry["status"] = "ok" if _selected(sj_name, impls) else "skipped"
+            sj_entry["status"] = "ok" if selected(sj_name, impls) else "skipped"
             if sj_entry["status"] == "skipped":
                 sj_entry["reason"] = "not selected by the impls filter (its weights are still used)"
         except Exception as exc:  # noqa: BLE001
@@ -401,7 +369,7 @@ def run(opts) -> dict:
             f"backend={backend!r})",
             "notes": ["Spike where h - 1 > 0 (strict); hard reset v = h - s h; reset not detached."],
         }
-        if not _selected(name, impls):
+        if not selected(name, impls):
             entry.update(status="skipped", reason="not selected by the impls filter")
         elif why_not is not None:
             entry.update(status="unavailable", reason=why_not)
@@ -434,7 +402,7 @@ def run(opts) -> dict:
 
     check = {}
     if sj_net is not None and sf_nets:
-        _log(opts, "checking spikeflow against SpikingJelly (same weights, same input)")
+        report_progress(opts, NAME, "checking spikeflow against SpikingJelly (same weights, same input)")
         check = _check(sj_net, sf_nets, sj_reset, device, seed)
         for name, info in check.items():
             if name in implementations:
@@ -447,7 +415,7 @@ def run(opts) -> dict:
     results: List[dict] = []
     batch = cfg["batch"]
     for T in cfg["timesteps"]:
-        _log(opts, f"T={T} B={batch}")
+        report_progress(opts, NAME, f"T={T} B={batch}")
         x, labels = _inputs(T, batch, seed, device)
         timed: List[Timed] = []
         entries: Dict[str, dict] = {}
@@ -552,7 +520,7 @@ def run(opts) -> dict:
         "implementations": implementations,
         "results": results,
         "ratios": [
-            _target_row(NAME, r["label"], f"speedup_vs_spikingjelly ({n})", r["ratios"].get(f"{sj_name}_ms_over_{n}_ms"),
+            target_row(NAME, r["label"], f"speedup_vs_spikingjelly ({n})", r["ratios"].get(f"{sj_name}_ms_over_{n}_ms"),
                         None, None, f"{sj_name} ms per step / {n} ms per step (no target in the issue)")
             for r in results for n in sf_nets
         ],
