@@ -121,6 +121,40 @@ def _reset_vjp(h, s, thr, u, gv, g_out, c, RESET: tl.constexpr, DETACH: tl.const
 
 
 @triton.jit
+def _cuba_membrane(x, v, i, p0, p1, gain, CUR_FIRST: tl.constexpr, NORMALIZE: tl.constexpr):
+    """CubaLIF's update before the threshold: (i_new, drive, h)."""
+    if NORMALIZE:
+        i_new = p0 * i + (1.0 - p0) * x
+    else:
+        i_new = p0 * i + x
+    if CUR_FIRST:
+        i_drive = i_new
+    else:
+        i_drive = i
+    drive = gain * i_drive
+    if NORMALIZE:
+        h = p1 * v + (1.0 - p1) * drive
+    else:
+        h = p1 * v + drive
+    return i_new, drive, h
+
+
+@triton.jit
+def _asn_membrane(x, s0, s1, s2, s3, p0, p1, p2, p5, p7, ASN_SPIKES: tl.constexpr):
+    """ASN's update before the spike decision: (i, s_dyn, theta, s_hat decayed, u)."""
+    if ASN_SPIKES:
+        i = p0 * s0 + x
+    else:
+        i = x
+    s_dyn = (1.0 - p1) * i + p1 * s1
+    sv = p7 + s_dyn
+    theta = p5 + s2
+    sh = p2 * s3
+    u = (sv - sh) - 0.5 * theta
+    return i, s_dyn, theta, sh, u
+
+
+@triton.jit
 def _step(p0, p1, p2, p3, p4, p5, p6, p7, s0, s1, s2, s3, x, gain,
           NEURON: tl.constexpr, RESET: tl.constexpr, CUR_FIRST: tl.constexpr,
           NORMALIZE: tl.constexpr, ASN_SPIKES: tl.constexpr):
@@ -132,34 +166,14 @@ def _step(p0, p1, p2, p3, p4, p5, p6, p7, s0, s1, s2, s3, x, gain,
         out = s
         s0 = _reset(h, s, p1, RESET)
     elif NEURON == 1:  # CubaLIF: p = (alpha, beta, threshold), s = (v, i)
-        if NORMALIZE:
-            i_new = p0 * s1 + (1.0 - p0) * x
-        else:
-            i_new = p0 * s1 + x
-        if CUR_FIRST:
-            i_drive = i_new
-        else:
-            i_drive = s1
-        drive = gain * i_drive
-        if NORMALIZE:
-            h = p1 * s0 + (1.0 - p1) * drive
-        else:
-            h = p1 * s0 + drive
+        i_new, drive, h = _cuba_membrane(x, s0, s1, p0, p1, gain, CUR_FIRST, NORMALIZE)
         u = h - p2
         s = _heaviside(u)
         out = s
         s0 = _reset(h, s, p2, RESET)
         s1 = i_new
     elif NEURON == 2:  # ASN: p = (d_beta, d_phi, d_eta, d_gamma, m_f, theta0, h, bias)
-        if ASN_SPIKES:
-            i = p0 * s0 + x
-        else:
-            i = x
-        s_dyn = (1.0 - p1) * i + p1 * s1
-        sv = p7 + s_dyn
-        theta = p5 + s2
-        sh = p2 * s3
-        u = (sv - sh) - 0.5 * theta
+        i, s_dyn, theta, sh, u = _asn_membrane(x, s0, s1, s2, s3, p0, p1, p2, p5, p7, ASN_SPIKES)
         z = _heaviside(u)
         sh_new = sh + theta * z
         td = p3 * (s2 + p4 * theta * z)
@@ -211,19 +225,7 @@ def _vjp(p0, p1, p2, p3, p4, p5, p6, p7, s0, s1, s2, s3, x, g_out, g0, g1, g2, g
     elif NEURON == 1:
         v = s0
         i = s1
-        if NORMALIZE:
-            i_new = p0 * i + (1.0 - p0) * x
-        else:
-            i_new = p0 * i + x
-        if CUR_FIRST:
-            i_drive = i_new
-        else:
-            i_drive = i
-        drive = gain * i_drive
-        if NORMALIZE:
-            h = p1 * v + (1.0 - p1) * drive
-        else:
-            h = p1 * v + drive
+        i_new, drive, h = _cuba_membrane(x, v, i, p0, p1, gain, CUR_FIRST, NORMALIZE)
         u = h - p2
         s = _heaviside(u)
         gh, gthr = _reset_vjp(h, s, p2, u, g0, g_out, c, RESET, DETACH, SURR)
@@ -252,15 +254,7 @@ def _vjp(p0, p1, p2, p3, p4, p5, p6, p7, s0, s1, s2, s3, x, g_out, g0, g1, g2, g
         else:
             gx = gi_tot
     elif NEURON == 2:
-        if ASN_SPIKES:
-            i = p0 * s0 + x
-        else:
-            i = x
-        s_dyn = (1.0 - p1) * i + p1 * s1
-        sv = p7 + s_dyn
-        theta = p5 + s2
-        sh = p2 * s3
-        u = (sv - sh) - 0.5 * theta
+        i, s_dyn, theta, sh, u = _asn_membrane(x, s0, s1, s2, s3, p0, p1, p2, p5, p7, ASN_SPIKES)
         z = _heaviside(u)
         a = p3 * g2  # gradient reaching (theta_dyn + m_f theta z)
         gz = p6 * g_out + theta * g3 + a * p4 * theta
