@@ -231,6 +231,30 @@ def adapter_snntorch(device: str = "cpu") -> Impl:
     )
 
 
+
+NORSE_DT = 1e-3  # s
+
+
+def norse_lif_parameters(parameters_type, reset_subtract, device):
+    """Norse's ``LIFBoxParameters`` for this benchmark's neuron, and the input gain it needs.
+
+    ``dt * tau_mem_inv = 1 - beta`` (tau_mem = 10 ms at dt = 1 ms), and Norse integrates
+    ``dt * tau_mem_inv * i``, so the input current is ``i = gain * x`` with
+    ``gain = 1 / (dt * tau_mem_inv)``. (The caller passes Norse's classes: it imports them.)
+    """
+    tau_mem_inv = (1.0 - BETA) / NORSE_DT
+    params = parameters_type(
+        tau_mem_inv=torch.as_tensor(tau_mem_inv, device=device),
+        v_leak=torch.as_tensor(0.0, device=device),
+        v_th=torch.as_tensor(THRESHOLD, device=device),
+        v_reset=torch.as_tensor(0.0, device=device),
+        method="super",
+        alpha=torch.as_tensor(SLOPE, device=device),
+        reset_method=reset_subtract,
+    )
+    return params, 1.0 / (NORSE_DT * tau_mem_inv)
+
+
 def adapter_norse(device: str = "cpu") -> Impl:
     name = "norse-lifbox"
     api = "norse.torch.LIFBoxCell stepped in a Python loop (the module form of lif_box_feed_forward_step)"
@@ -242,18 +266,8 @@ def adapter_norse(device: str = "cpu") -> Impl:
     except Exception as exc:  # noqa: BLE001
         return _unavailable(name, "norse", api, _import_error(exc))
 
-    dt = 1e-3
-    tau_mem_inv = (1.0 - BETA) / dt  # dt * tau_mem_inv = 1 - beta = 0.1  ->  tau_mem = 10 ms
-    gain = 1.0 / (dt * tau_mem_inv)  # Norse integrates dt*tau_mem_inv*i, so i = x / 0.1
-    p = LIFBoxParameters(
-        tau_mem_inv=torch.as_tensor(tau_mem_inv, device=device),
-        v_leak=torch.as_tensor(0.0, device=device),
-        v_th=torch.as_tensor(THRESHOLD, device=device),
-        v_reset=torch.as_tensor(0.0, device=device),
-        method="super",
-        alpha=torch.as_tensor(SLOPE, device=device),
-        reset_method=reset_subtract,
-    )
+    p, gain = norse_lif_parameters(LIFBoxParameters, reset_subtract, device)
+    dt, tau_mem_inv = NORSE_DT, float(p.tau_mem_inv)
     cell = LIFBoxCell(p, dt=dt)
 
     def prepare(x: torch.Tensor) -> torch.Tensor:

@@ -41,18 +41,15 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from .lif_layer import BETA, NORSE_DT, SLOPE, THRESHOLD, norse_lif_parameters  # the same neuron
 from .options import BenchOptions
 from .timing import Timed, json_safe, load_average, round_robin, summarize, synchronizer
 
-BETA = 0.9
-THRESHOLD = 1.0
-SLOPE = 10.0
 INPUT_RATE = 0.2
 T_STEPS, BATCH, N_IN, N_OUT = 100, 64, 784, 10
 HIDDEN = (512, 2048)
 QUICK = dict(T=10, B=8, hidden=(64,))
 WEIGHT_GAINS = (2.0, 4.0)  # first and second Linear: x default init, so that both layers spike
-NORSE_DT = 1e-3
 
 
 @dataclass
@@ -168,17 +165,7 @@ def norse_net(weights, device) -> NetImpl:
             warnings.simplefilter("ignore")
             from norse.torch import LIFBoxCell, LIFBoxParameters, SequentialState
             from norse.torch.functional.reset import reset_subtract
-        tau_mem_inv = (1.0 - BETA) / NORSE_DT
-        gain = 1.0 / (NORSE_DT * tau_mem_inv)
-        p = LIFBoxParameters(
-            tau_mem_inv=torch.as_tensor(tau_mem_inv, device=device),
-            v_leak=torch.as_tensor(0.0, device=device),
-            v_th=torch.as_tensor(THRESHOLD, device=device),
-            v_reset=torch.as_tensor(0.0, device=device),
-            method="super",
-            alpha=torch.as_tensor(SLOPE, device=device),
-            reset_method=reset_subtract,
-        )
+        p, gain = norse_lif_parameters(LIFBoxParameters, reset_subtract, device)
         layers = []
         for w, b in weights:
             lin = torch.nn.Linear(w.shape[1], w.shape[0])
