@@ -709,7 +709,7 @@ def fastest(entries: dict, prefix: str, exclude: str = "") -> tuple:
 # --------------------------------------------------------------------------- memory (optional)
 
 
-def _vm_kib(field_name: str) -> Optional[int]:
+def vm_kib(field_name: str) -> Optional[int]:
     try:
         with open("/proc/self/status", encoding="utf-8") as f:
             for line in f:
@@ -720,7 +720,7 @@ def _vm_kib(field_name: str) -> Optional[int]:
     return None
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0)."""
     try:
         with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
@@ -751,15 +751,15 @@ def memory_probe(name: str, mode: str, size, seed: int) -> dict:
     if mode == "forward_backward":
         prepared = prepared.detach().clone().requires_grad_(True)
     gc.collect()
-    if not _reset_peak_rss():
+    if not reset_peak_rss():
         return {"status": "unavailable", "reason": "cannot reset the peak RSS (/proc/self/clear_refs not writable)"}
-    before = _vm_kib("VmRSS")
+    before = vm_kib("VmRSS")
     if mode == "forward":
         with torch.no_grad():
             out = impl.run(prepared)
     else:
         out = forward_backward(impl, prepared, g)
-    peak = _vm_kib("VmHWM")
+    peak = vm_kib("VmHWM")
     del out
     if before is None or peak is None:
         return {"status": "unavailable", "reason": "/proc/self/status has no VmRSS/VmHWM"}

@@ -61,6 +61,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .lif_layer import reset_peak_rss, vm_kib
 from .options import option, report_progress
 from .suite import target_row
 from .timing import json_safe, library_versions, load_average, machine_info
@@ -185,26 +186,6 @@ METHOD_CUDA = (
 # --------------------------------------------------------------------------- helpers
 
 
-def _vm_kib(field_name: str) -> Optional[int]:
-    try:
-        with open("/proc/self/status", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _maxrss_bytes() -> int:
     # Linux reports KiB (macOS bytes)
     v = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -259,10 +240,10 @@ def probe(name: str, size, seed: int, device: str = "cpu") -> dict:
         out: dict = {"status": "ok", "input_bytes": leaf.numel() * leaf.element_size()}
         if device == "cpu":
             ru_before = _maxrss_bytes()
-            reset = _reset_peak_rss()
-            rss_before = _vm_kib("VmRSS")
+            reset = reset_peak_rss()
+            rss_before = vm_kib("VmRSS")
             spikes = lif.forward_backward(impl, leaf, g)
-            hwm = _vm_kib("VmHWM")
+            hwm = vm_kib("VmHWM")
             ru_after = _maxrss_bytes()
             out["firing_rate"] = spikes.detach().float().mean().item()
             del spikes
